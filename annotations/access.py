@@ -1,0 +1,92 @@
+"""Who may see and do what in a project: the one place views, APIs and tasks check access.
+
+A user who is not a member of a project gets Http404 rather than 403, so project names and
+ids do not leak to outsiders.
+"""
+
+from collections.abc import Iterable
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404
+
+from annotations.models import Membership, Project
+
+Role = Membership.Role
+
+# What each role may do. Leads manage the project and may annotate; engineers take data out
+# and run models; trainers annotate.
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "annotate": frozenset({Role.TRAINER, Role.LEAD}),
+    "manage": frozenset({Role.LEAD}),
+    "dashboards": frozenset({Role.LEAD, Role.ENGINEER}),
+    "export": frozenset({Role.LEAD, Role.ENGINEER}),
+    "generate": frozenset({Role.LEAD, Role.ENGINEER}),
+    "train": frozenset({Role.ENGINEER}),
+}
+
+
+class AccessDenied(PermissionDenied):
+    """A member asked for something their role does not allow (a 403 in views and APIs)."""
+
+    def __init__(self, project: Project, capability: str) -> None:
+        super().__init__(f"Your role in {project.slug} does not allow '{capability}'.")
+        self.project = project
+        self.capability = capability
+
+
+def projects_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:
+    """Active projects the user is a member of; superusers see every project."""
+    if not user.is_authenticated:
+        return Project.objects.none()
+    projects = Project.objects.filter(is_active=True)
+    if user.is_superuser:
+        return projects
+    return projects.filter(memberships__user=user)
+
+
+def role_in_project(user: AbstractBaseUser | AnonymousUser, project: Project) -> str | None:
+    if not user.is_authenticated:
+        return None
+    role = (
+        Membership.objects.filter(user=user, project=project).values_list("role", flat=True).first()
+    )
+    if role is None and user.is_superuser:
+        return Role.LEAD
+    return role
+
+
+def can(user: AbstractBaseUser | AnonymousUser, project: Project, capability: str) -> bool:
+    if capability not in CAPABILITIES:
+        raise ValueError(f"Unknown capability {capability!r}")
+    role = role_in_project(user, project)
+    return role is not None and role in CAPABILITIES[capability]
+
+
+def capabilities_of(role: str | None) -> set[str]:
+    return {name for name, roles in CAPABILITIES.items() if role in roles}
+
+
+def project_for_member(
+    user: AbstractBaseUser | AnonymousUser,
+    slug: str,
+    *,
+    capability: str | None = None,
+) -> Project:
+    """The project with this slug if the user belongs to it (Http404 otherwise).
+
+    With `capability`, a member whose role lacks it gets AccessDenied (views turn it into 403):
+    they already know the project exists.
+    """
+    try:
+        project = projects_for_user(user).get(slug=slug)
+    except Project.DoesNotExist:
+        raise Http404("No such project.") from None
+    if capability is not None and not can(user, project, capability):
+        raise AccessDenied(project, capability)
+    return project
+
+
+def members_with_roles(project: Project, roles: Iterable[str]) -> QuerySet[Membership]:
+    return project.memberships.filter(role__in=list(roles)).select_related("user")

@@ -1,0 +1,29 @@
+"""Reads of conversation trees and project data."""
+
+from django.db.models import QuerySet
+
+from annotations.models import Message, Project
+
+
+def thread_to(message: Message) -> list[Message]:
+    """The messages from the root down to `message`, in order, in one query."""
+    by_id = {
+        m.pk: m
+        for m in Message.objects.filter(
+            conversation_id=message.conversation_id, depth__lte=message.depth
+        )
+    }
+    chain: list[Message] = []
+    current: Message | None = by_id.get(message.pk, message)
+    while current is not None:
+        chain.append(current)
+        current = by_id.get(current.parent_id) if current.parent_id else None
+    chain.reverse()
+    return chain
+
+
+def prompt_pool(*, project: Project) -> QuerySet[Message]:
+    """First user turns of the project's prompt pool."""
+    return Message.objects.filter(
+        conversation__project=project, conversation__source="prompt", parent__isnull=True
+    )

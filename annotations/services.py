@@ -1,0 +1,112 @@
+"""Writes to conversation trees: starting conversations and adding turns in the right order."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotations.models import Conversation, Message, ModelVersion, Project
+
+# Which role may follow which: a dialogue alternates user and assistant after an optional
+# system prompt. The database cannot check this across rows, so every write goes through here.
+NEXT_ROLES: dict[str | None, frozenset[str]] = {
+    None: frozenset({Message.Role.SYSTEM, Message.Role.USER}),
+    Message.Role.SYSTEM: frozenset({Message.Role.USER}),
+    Message.Role.USER: frozenset({Message.Role.ASSISTANT}),
+    Message.Role.ASSISTANT: frozenset({Message.Role.USER}),
+}
+
+
+def check_role_follows(*, parent_role: str | None, role: str) -> None:
+    allowed = NEXT_ROLES.get(parent_role)
+    if allowed is None or role not in allowed:
+        after = f"after a {parent_role} turn" if parent_role else "as the first turn"
+        expected = " or ".join(sorted(allowed or []))
+        raise ValidationError({"role": f"A {role} turn cannot come {after}; expected {expected}."})
+
+
+def check_text(*, project: Project, text: str, field: str = "text") -> str:
+    stripped = text.strip()
+    if not stripped:
+        raise ValidationError({field: "The text is empty."})
+    if len(text) > project.max_message_chars:
+        limit = project.max_message_chars
+        raise ValidationError(
+            {field: f"The text has {len(text)} characters; the limit is {limit}."}
+        )
+    return text
+
+
+@transaction.atomic
+def conversation_start(
+    *,
+    project: Project,
+    text: str,
+    role: str = Message.Role.USER,
+    source: str = Conversation.Source.DEMONSTRATION,
+    created_by: AbstractBaseUser | None = None,
+    lang: str = "en",
+    external_id: str = "",
+    meta: dict | None = None,
+) -> tuple[Conversation, Message]:
+    """A new conversation with its first message (a user turn or a system prompt)."""
+    check_role_follows(parent_role=None, role=role)
+    check_text(project=project, text=text)
+    conversation = Conversation.objects.create(
+        project=project,
+        source=source,
+        created_by=created_by,
+        external_id=external_id,
+        meta=meta or {},
+    )
+    root = Message.objects.create(
+        conversation=conversation,
+        parent=None,
+        role=role,
+        text=text,
+        lang=lang,
+        depth=0,
+        author_user=created_by,
+    )
+    return conversation, root
+
+
+@transaction.atomic
+def message_add(
+    *,
+    parent: Message,
+    role: str,
+    text: str,
+    author_user: AbstractBaseUser | None = None,
+    author_model: ModelVersion | None = None,
+    lang: str | None = None,
+    draft: Message | None = None,
+    draft_edit_distance: int | None = None,
+    meta: dict | None = None,
+) -> Message:
+    """A reply under `parent`, checked for role order, length and a single author."""
+    if author_user is not None and author_model is not None:
+        raise ValidationError("A message has one author: a person or a model version, not both.")
+    check_role_follows(parent_role=parent.role, role=role)
+    project = parent.conversation.project
+    check_text(project=project, text=text)
+    if parent.depth + 1 >= project.max_turns:
+        limit = project.max_turns
+        raise ValidationError(
+            {"parent": f"The dialogue already has the project's limit of {limit} turns."}
+        )
+    if draft is not None and draft.parent_id != parent.pk:
+        raise ValidationError({"draft": "The draft was written for another point of the dialogue."})
+    return Message.objects.create(
+        conversation_id=parent.conversation_id,
+        parent=parent,
+        role=role,
+        text=text,
+        lang=lang if lang is not None else parent.lang,
+        depth=parent.depth + 1,
+        author_user=author_user,
+        author_model=author_model,
+        is_synthetic=author_model is not None,
+        draft=draft,
+        draft_edit_distance=draft_edit_distance if draft is not None else None,
+        meta=meta or {},
+    )

@@ -1,0 +1,25 @@
+"""Root URLs: pages, the admin, the REST API under /api/v1/ with its schema and docs."""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from labelling import views as labelling_views
+
+api_v1 = [
+    path("", include("labelling.api_urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("", labelling_views.home, name="home"),
+    path("p/<slug:slug>/", labelling_views.project_detail, name="project-detail"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/profile/", labelling_views.profile, name="profile"),
+    path("accounts/profile/token/", labelling_views.token_regenerate, name="token-regenerate"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+]

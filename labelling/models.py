@@ -1,0 +1,77 @@
+"""Units of work handed to trainers, with their leases and autosaved drafts."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from annotations.models import Conversation, Message, Project, RankingSet
+
+
+class Task(models.Model):
+    """One trainer's unit of work: open -> assigned (leased) -> done, or expired / cancelled."""
+
+    class Kind(models.TextChoices):
+        DEMONSTRATION = "demonstration", "Write a demonstration"
+        RANKING = "ranking", "Rank replies"
+        LABEL = "label", "Label messages"
+        REVIEW = "review", "Review a flag"
+
+    class State(models.TextChoices):
+        OPEN = "open", "Open"
+        ASSIGNED = "assigned", "Assigned"
+        DONE = "done", "Done"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tasks",
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks"
+    )
+    ranking_set = models.ForeignKey(
+        RankingSet, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks"
+    )
+    autosave = models.JSONField(default=dict, blank=True)
+    autosaved_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["project", "kind", "state", "created_at"]),
+            models.Index(fields=["state", "lease_expires_at"]),
+            models.Index(fields=["assignee", "state"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(state="assigned")
+                | Q(assignee__isnull=False, lease_expires_at__isnull=False),
+                name="task_assigned_has_assignee_and_lease",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="ranking") | Q(ranking_set__isnull=False),
+                name="task_ranking_has_set",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="label") | Q(message__isnull=False),
+                name="task_label_has_message",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.state})"

@@ -1,0 +1,77 @@
+"""Writes for project set-up, membership and the task lifecycle."""
+
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.models import Membership, Project
+from labelling.models import Task
+
+
+@transaction.atomic
+def project_create(
+    *, slug: str, name: str, guidelines: str = "", description: str = "", **settings_fields
+) -> Project:
+    project = Project(
+        slug=slug, name=name, guidelines=guidelines, description=description, **settings_fields
+    )
+    project.full_clean()
+    project.save()
+    return project
+
+
+@transaction.atomic
+def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
+    """Give `user` this role in `project` (one role per user and project)."""
+    if role not in Membership.Role.values:
+        raise ValidationError(
+            {"role": f"Unknown role {role!r}; use one of {Membership.Role.values}."}
+        )
+    membership, _ = Membership.objects.update_or_create(
+        user=user, project=project, defaults={"role": role}
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
+    """Remove a member; the tasks they hold go back to the pool."""
+    Membership.objects.filter(project=project, user=user).delete()
+    Task.objects.filter(project=project, assignee=user, state=Task.State.ASSIGNED).update(
+        state=Task.State.OPEN, assignee=None, lease_expires_at=None, assigned_at=None
+    )
+
+
+def lease_deadline(*, project: Project) -> timezone.datetime:
+    return timezone.now() + timedelta(seconds=project.task_lease_seconds)
+
+
+@transaction.atomic
+def task_leases_expire(*, now: timezone.datetime | None = None) -> int:
+    """Return tasks whose lease ran out to the pool; returns how many.
+
+    Autosaved work stays with the task only where the project asks for it; otherwise the next
+    trainer starts clean.
+    """
+    now = now or timezone.now()
+    expired = list(
+        Task.objects.select_for_update(skip_locked=True)
+        .filter(state=Task.State.ASSIGNED, lease_expires_at__lt=now)
+        .select_related("project")
+    )
+    for task in expired:
+        task.state = Task.State.OPEN
+        task.assignee = None
+        task.lease_expires_at = None
+        task.assigned_at = None
+        if not task.project.keep_autosave_on_expiry:
+            task.autosave = {}
+            task.autosaved_at = None
+    Task.objects.bulk_update(
+        expired,
+        ["state", "assignee", "lease_expires_at", "assigned_at", "autosave", "autosaved_at"],
+    )
+    return len(expired)

@@ -1,0 +1,66 @@
+"""Production settings refuse to start without their secrets; Celery routes work to its queues."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from config.celery import app
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_ENV = {
+    "SECRET_KEY": "k" * 20 + "-a-long-random-production-secret-for-the-tests-" + "z" * 10,
+    "ALLOWED_HOSTS": "parley.example.org",
+    "DATABASE_URL": "postgres://parley@db.example.org:5432/parley",
+    "CELERY_BROKER_URL": "redis://broker.example.org:6379/0",
+}
+
+
+def _manage(*args: str, **env_overrides: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in GOOD_ENV and k != "DEBUG"}
+    env.update(GOOD_ENV)
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings.production"
+    env["PARLEY_VAR_DIR"] = str(Path(settings.VAR_DIR) / "prod-check")
+    for key, value in env_overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL"])
+def test_production_refuses_to_start_without(missing):
+    result = _manage("check", **{missing: None})
+    assert result.returncode != 0
+    assert f"{missing} must be set" in result.stderr
+
+
+def test_production_refuses_sqlite_and_a_weak_key():
+    assert "not SQLite" in _manage("check", DATABASE_URL="sqlite:////tmp/x.sqlite3").stderr
+    assert "at least 50" in _manage("check", SECRET_KEY="short").stderr
+
+
+def test_check_deploy_passes_with_everything_set():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_queues_and_routes():
+    queues = {q.name for q in app.conf.task_queues}
+    assert queues == {"default", "gpu", "train"}
+    router = app.amqp.router
+    assert router.route({}, "trainer_bridge.tasks.generate_batch")["queue"].name == "gpu"
+    assert router.route({}, "trainer_bridge.tasks.train_run")["queue"].name == "train"
+    assert router.route({}, "labelling.tasks.expire_task_leases")["queue"].name == "default"
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    assert "labelling.tasks.expire_task_leases" in {
+        entry["task"] for entry in app.conf.beat_schedule.values()
+    }

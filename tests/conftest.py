@@ -1,0 +1,108 @@
+"""Shared fixtures: members of a project in each role, API clients, a live Celery worker."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from annotations.models import Membership
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def project(db):
+    return ProjectFactory(slug="alpha", name="Alpha")
+
+
+@pytest.fixture
+def trainer(project):
+    return MembershipFactory(
+        project=project, user=UserFactory(username="tina"), role="trainer"
+    ).user
+
+
+@pytest.fixture
+def lead(project):
+    return MembershipFactory(project=project, user=UserFactory(username="lee"), role="lead").user
+
+
+@pytest.fixture
+def engineer(project):
+    return MembershipFactory(
+        project=project, user=UserFactory(username="eve"), role=Membership.Role.ENGINEER
+    ).user
+
+
+@pytest.fixture
+def outsider(db):
+    return UserFactory(username="olga")
+
+
+@pytest.fixture
+def api_client_for():
+    def make(user) -> APIClient:
+        client = APIClient()
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+    env["PARLEY_WORKER_USES_TEST_DB"] = "1"
+    return env
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    """A real `celery worker` process on the configured broker, serving every queue.
+
+    It shares the test database (committed data only, hence transactional_db) and is stopped
+    at the end of the test.
+    """
+    env = _worker_env()
+    celery = [sys.executable, "-m", "celery", "-A", "config"]
+    subprocess.run([*celery, "purge", "-f", "-Q", "default,gpu,train"], env=env, cwd=ROOT,
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    log = Path(settings.VAR_DIR) / "test-worker.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*celery, "worker", "-Q", "default,gpu,train", "--pool", "solo", "--loglevel", "INFO",
+             "--hostname", f"test-{os.getpid()}@%h", "--without-heartbeat", "--without-mingle",
+             "--without-gossip"],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "ready." not in log.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"Celery worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.1, message: str = ""):
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    pytest.fail(message or f"condition not met within {timeout}s")

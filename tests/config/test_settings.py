@@ -20,7 +20,8 @@ GOOD_ENV = {
 
 
 def _manage(*args: str, **env_overrides: str | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in GOOD_ENV and k != "DEBUG"}
+    dev_only = {"DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in GOOD_ENV and k not in dev_only}
     env.update(GOOD_ENV)
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.production"
     env["PARLEY_VAR_DIR"] = str(Path(settings.VAR_DIR) / "prod-check")

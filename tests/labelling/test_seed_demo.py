@@ -36,10 +36,3 @@ def test_seed_demo_refuses_without_debug():
     with pytest.raises(CommandError, match="known passwords"):
         call_command("seed_demo")
     assert not Project.objects.exists()
-
-
-@override_settings(DEBUG=True)
-def test_seed_demo_unknown_model_rolls_back():
-    with pytest.raises(CommandError, match="No policy model version named 'ghost'"):
-        call_command("seed_demo", model="ghost")
-    assert not Project.objects.exists()

@@ -6,7 +6,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from annotations.models import Conversation, Membership, ModelVersion, Project
+from annotations.models import Conversation, Membership, Project
 from annotations.selectors import prompt_pool
 from annotations.services import conversation_start
 from labelling.demo import DEMO_GUIDELINES, DEMO_PROMPTS
@@ -31,17 +31,12 @@ class Command(BaseCommand):
             help="Password for the three demo accounts (default: parley-demo).",
         )
         parser.add_argument(
-            "--model",
-            default="",
-            help="Name of a registered policy ModelVersion to use for drafts and candidates.",
-        )
-        parser.add_argument(
             "--force",
             action="store_true",
             help="Run even when DEBUG is off (demo accounts have known passwords).",
         )
 
-    def handle(self, *args, password: str, model: str, force: bool, **options) -> None:
+    def handle(self, *args, password: str, force: bool, **options) -> None:
         if not settings.DEBUG and not force:
             raise CommandError(
                 "seed_demo creates accounts with known passwords; it runs only with DEBUG on "
@@ -51,8 +46,6 @@ class Command(BaseCommand):
             project = self._project()
             self._users(project, password)
             added = self._prompts(project)
-            if model:
-                self._model(project, model)
         self.stdout.write(self.style.SUCCESS(f"Demo project '{project.slug}' is ready."))
         self.stdout.write(
             f"  prompts added: {added}, in the pool: {prompt_pool(project=project).count()}"
@@ -100,13 +93,3 @@ class Command(BaseCommand):
             conversation_start(project=project, text=text, source=Conversation.Source.PROMPT)
             added += 1
         return added
-
-    def _model(self, project: Project, name: str) -> None:
-        model = ModelVersion.objects.filter(name=name, kind=ModelVersion.Kind.POLICY).first()
-        if model is None:
-            raise CommandError(
-                f"No policy model version named {name!r}; run make_tiny_model first."
-            )
-        project.draft_model = model
-        project.save(update_fields=["draft_model"])
-        project.candidate_models.add(model)

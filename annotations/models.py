@@ -190,6 +190,7 @@ class Conversation(models.Model):
         PROMPT = "prompt", "Prompt pool"
         DEMONSTRATION = "demonstration", "Demonstration"
         IMPORT = "import", "Import"
+        API = "api", "API"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="conversations")
     source = models.CharField(max_length=16, choices=Source.choices)

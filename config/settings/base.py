@@ -176,6 +176,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "labelling.tasks.expire_task_leases",
         "schedule": env.float("PARLEY_LEASE_REAP_SECONDS", default=60.0),
     },
+    "requeue-stuck-generations": {
+        "task": "trainer_bridge.tasks.requeue_stuck_generations",
+        "schedule": env.float("PARLEY_GENERATION_REAP_SECONDS", default=60.0),
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -186,6 +190,20 @@ PARLEY = {
     # torch device for generation workers: "cpu", "cuda", "cuda:0", ...
     "GENERATION_DEVICE": env.str("PARLEY_GENERATION_DEVICE", default="cpu"),
     "TASK_LEASE_SECONDS": env.int("PARLEY_TASK_LEASE_SECONDS", default=30 * 60),
+    "GENERATION": {
+        # Upper bound on max_new_tokens any request may ask for.
+        "MAX_NEW_TOKENS": env.int("PARLEY_GENERATION_MAX_NEW_TOKENS", default=1024),
+        # A batch holds requests whose n * (prompt + max_new_tokens) add up to at most this.
+        "TOKEN_BUDGET": env.int("PARLEY_GENERATION_TOKEN_BUDGET", default=32768),
+        "MAX_BATCH_REQUESTS": env.int("PARLEY_GENERATION_MAX_BATCH_REQUESTS", default=64),
+        # A request running longer than this is taken to have lost its worker and is requeued.
+        "RUNNING_TIMEOUT_SECONDS": env.int("PARLEY_GENERATION_TIMEOUT_SECONDS", default=600),
+        "MAX_ATTEMPTS": env.int("PARLEY_GENERATION_MAX_ATTEMPTS", default=3),
+        # Models one worker process keeps loaded (least recently used evicted).
+        "MAX_LOADED_MODELS": env.int("PARLEY_MAX_LOADED_MODELS", default=2),
+        # Fault injection for tests and drills, e.g. {"oom_above_rows": 4, "sleep_seconds": 5}.
+        "FAULTS": env.json("PARLEY_GENERATION_FAULTS", default={}),
+    },
 }
 
 LOGGING = {

@@ -1,0 +1,204 @@
+"""Generation requests from creation to stored replies, batching, OOM splitting and failures."""
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.test import override_settings
+from django.utils import timezone
+
+from annotations.models import GenerationRequest, Message
+from annotations.services import conversation_start, message_add
+from tests.factories import ModelVersionFactory, ProjectFactory
+from trainer_bridge.backends import model_cache
+from trainer_bridge.generation import (
+    generation_request_create,
+    generation_request_retry,
+    generations_requeue_stuck,
+    queue_position,
+)
+from trainer_bridge.worker import process_generation
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def policy_version(tiny_model_paths):
+    return ModelVersionFactory(name="tiny-policy", source=str(tiny_model_paths.policy))
+
+
+@pytest.fixture
+def project():
+    return ProjectFactory(slug="gen", max_generations_per_request=8)
+
+
+def _context(project, text="How do I boil an egg?"):
+    _, root = conversation_start(project=project, text=text)
+    return root
+
+
+def _request(project, policy_version, *, n=2, text="How do I boil an egg?", **params):
+    return generation_request_create(
+        project=project,
+        context=_context(project, text),
+        model_version=policy_version,
+        purpose="candidates",
+        n=n,
+        params={"max_new_tokens": 12, "temperature": 0.9, "seed": 1, **params},
+    )
+
+
+def generation_settings(**overrides):
+    from django.conf import settings
+
+    parley = {**settings.PARLEY, "GENERATION": {**settings.PARLEY["GENERATION"], **overrides}}
+    return override_settings(PARLEY=parley)
+
+
+def test_request_is_queued_and_sent_after_commit(
+    project, policy_version, django_capture_on_commit_callbacks, mocker
+):
+    delay = mocker.patch("trainer_bridge.tasks.generate.delay")
+    with django_capture_on_commit_callbacks(execute=True):
+        request = _request(project, policy_version)
+    delay.assert_called_once_with(request.pk)
+    assert request.state == "queued" and request.params["max_new_tokens"] == 12
+    assert queue_position(request) == 1
+
+
+def test_worker_stores_n_model_written_siblings(project, policy_version):
+    request = _request(project, policy_version, n=3)
+    report = process_generation(request.pk)
+    request.refresh_from_db()
+    assert report.done == 1 and request.state == "done"
+    assert request.started_at <= request.finished_at
+    assert request.prompt_tokens > 0 and request.completion_tokens > 0
+    outputs = list(request.outputs.order_by("output_index"))
+    assert [m.output_index for m in outputs] == [0, 1, 2]
+    for message in outputs:
+        assert message.role == "assistant" and message.parent_id == request.context_id
+        assert message.author_model == policy_version and message.is_synthetic
+        assert "<|" not in message.text  # special tokens stripped
+    # A second delivery of the same message finds the request done and stores nothing.
+    assert process_generation(request.pk).requests == 0
+    assert Message.objects.filter(generation_request=request).count() == 3
+
+
+def test_one_batch_takes_every_queued_request_for_the_model(project, policy_version):
+    requests = [_request(project, policy_version, text=f"Question {i}?") for i in range(5)]
+    report = process_generation(requests[0].pk)
+    assert report.requests == 5 and report.rows == 10 and report.done == 5
+    assert set(GenerationRequest.objects.values_list("state", flat=True)) == {"done"}
+
+
+def test_token_budget_limits_the_batch(project, policy_version):
+    requests = [_request(project, policy_version, text=f"Question {i}?") for i in range(4)]
+    with generation_settings(TOKEN_BUDGET=60):
+        report = process_generation(requests[0].pk)
+    assert 1 <= report.requests < 4
+    states = list(GenerationRequest.objects.order_by("id").values_list("state", flat=True))
+    assert states[0] == "done" and "queued" in states
+
+
+def test_out_of_memory_splits_the_batch(project, policy_version):
+    requests = [_request(project, policy_version, text=f"Question {i}?") for i in range(4)]
+    with generation_settings(FAULTS={"oom_above_rows": 2}):
+        report = process_generation(requests[0].pk)
+    assert report.rows == 8 and report.splits == 3 and report.done == 4
+    assert Message.objects.filter(generation_request__in=requests).count() == 8
+
+
+def test_a_request_that_never_fits_fails_with_the_reason(project, policy_version):
+    request = _request(project, policy_version)
+    with generation_settings(FAULTS={"oom_above_rows": 0}):
+        report = process_generation(request.pk)
+    request.refresh_from_db()
+    assert report.failed == 1 and request.state == "failed"
+    assert "Out of memory even for a single sample" in request.error
+    assert not request.outputs.exists()
+
+    retried = generation_request_retry(request=request)
+    assert retried.state == "queued" and retried.attempts == 0 and retried.error == ""
+    process_generation(request.pk)
+    request.refresh_from_db()
+    assert request.state == "done" and request.outputs.count() == 2
+
+
+def test_model_is_loaded_once_per_process(project, policy_version):
+    cache = model_cache()
+    _ = process_generation(_request(project, policy_version).pk)
+    loads = cache.loads
+    process_generation(_request(project, policy_version, text="Again?").pk)
+    assert cache.loads == loads
+
+
+def test_stuck_requests_are_requeued_then_failed(project, policy_version):
+    request = _request(project, policy_version)
+    long_ago = timezone.now() - timedelta(hours=1)
+    GenerationRequest.objects.filter(pk=request.pk).update(
+        state="running", started_at=long_ago, attempts=1, worker="gone:1"
+    )
+    assert generations_requeue_stuck() == (1, 0)
+    request.refresh_from_db()
+    assert request.state == "queued"
+    GenerationRequest.objects.filter(pk=request.pk).update(
+        state="running", started_at=long_ago, attempts=3
+    )
+    assert generations_requeue_stuck() == (0, 1)
+    request.refresh_from_db()
+    assert request.state == "failed" and "after 3 attempts" in request.error
+    assert "gone:1" in request.error
+
+
+def test_results_of_a_superseded_attempt_are_dropped(project, policy_version):
+    from trainer_bridge.generation import generation_results_store
+
+    request = _request(project, policy_version)
+    GenerationRequest.objects.filter(pk=request.pk).update(
+        state="running", started_at=timezone.now(), attempts=2
+    )
+    assert not generation_results_store(
+        request_id=request.pk, attempt=1, texts=["late"], prompt_tokens=1, completion_tokens=1
+    )
+    assert not request.outputs.exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"params": {"temperature": -0.5}}, "params.temperature"),
+        ({"params": {"top_p": 0}}, "params.top_p"),
+        ({"params": {"max_new_tokens": 10**6}}, "params.max_new_tokens"),
+        ({"params": {"beams": 3}}, "params.beams"),
+        ({"params": {"temperature": "hot"}}, "params.temperature"),
+        ({"n": 9}, "n"),
+        ({"n": 0}, "n"),
+        ({"purpose": "essay"}, "purpose"),
+    ],
+)
+def test_bad_parameters_name_the_field(project, policy_version, kwargs, field):
+    arguments = {
+        "project": project,
+        "context": _context(project),
+        "model_version": policy_version,
+        "purpose": "draft",
+        "n": 1,
+        **kwargs,
+    }
+    with pytest.raises(ValidationError) as excinfo:
+        generation_request_create(**arguments)
+    assert field in excinfo.value.message_dict
+    assert not GenerationRequest.objects.exists()
+
+
+def test_context_must_end_with_a_user_turn_of_the_project(project, policy_version):
+    root = _context(project)
+    reply = message_add(parent=root, role="assistant", text="Boil it.")
+    with pytest.raises(ValidationError, match="after a user turn"):
+        generation_request_create(
+            project=project, context=reply, model_version=policy_version, purpose="draft"
+        )
+    with pytest.raises(ValidationError, match="another project"):
+        generation_request_create(
+            project=ProjectFactory(), context=root, model_version=policy_version, purpose="draft"
+        )

@@ -1,0 +1,373 @@
+"""Generation requests: creating and validating them, claiming batches, storing results.
+
+The state machine is queued -> running -> done | failed. A worker claims queued requests under
+row locks (SKIP LOCKED on PostgreSQL), so two workers never run the same request; results are
+stored only by the attempt that claimed the request, and at most once per output index, so a
+redelivered Celery message never duplicates messages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from annotations.models import Conversation, GenerationRequest, Message, ModelVersion, Project
+from annotations.services import conversation_start, message_add
+
+State = GenerationRequest.State
+
+# Sampling parameters a request may carry, with the checks each must pass.
+PARAM_RULES: dict[str, tuple[type, Callable[[float], bool], str]] = {
+    "temperature": (float, lambda v: 0 <= v <= 5, "between 0 and 5"),
+    "top_p": (float, lambda v: 0 < v <= 1, "greater than 0 and at most 1"),
+    "top_k": (int, lambda v: v >= 0, "0 or more"),
+    "max_new_tokens": (int, lambda v: 1 <= v <= generation_settings()["MAX_NEW_TOKENS"], ""),
+    "repetition_penalty": (float, lambda v: 0 < v <= 10, "greater than 0 and at most 10"),
+    "seed": (int, lambda v: 0 <= v < 2**32, "between 0 and 2**32 - 1"),
+}
+
+
+def generation_settings() -> dict:
+    return settings.PARLEY["GENERATION"]
+
+
+def sampling_params_clean(*, project: Project, params: dict | None) -> dict:
+    """The project's sampling defaults overlaid with `params`, each checked; errors name the key."""
+    if params is not None and not isinstance(params, dict):
+        raise ValidationError({"params": "Sampling parameters must be an object."})
+    merged = {**(project.sampling or {}), **(params or {})}
+    cleaned: dict = {}
+    errors: dict[str, str] = {}
+    for key, value in merged.items():
+        rule = PARAM_RULES.get(key)
+        if rule is None:
+            errors[f"params.{key}"] = f"Unknown sampling parameter; use {', '.join(PARAM_RULES)}."
+            continue
+        kind, check, meaning = rule
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            errors[f"params.{key}"] = f"Must be a number, not {value!r}."
+            continue
+        if kind is int and value != int(value):
+            errors[f"params.{key}"] = "Must be a whole number."
+            continue
+        value = kind(value)
+        if (isinstance(value, float) and not math.isfinite(value)) or not check(value):
+            if key == "max_new_tokens":
+                meaning = f"between 1 and {generation_settings()['MAX_NEW_TOKENS']}"
+            errors[f"params.{key}"] = f"{value} is out of range; must be {meaning}."
+            continue
+        cleaned[key] = value
+    if errors:
+        raise ValidationError(errors)
+    cleaned.setdefault("max_new_tokens", 256)
+    cleaned.setdefault("temperature", 1.0)
+    return cleaned
+
+
+@transaction.atomic
+def generation_request_create(
+    *,
+    project: Project,
+    context: Message,
+    model_version: ModelVersion,
+    purpose: str,
+    n: int = 1,
+    params: dict | None = None,
+    requested_by: AbstractBaseUser | None = None,
+) -> GenerationRequest:
+    """A queued request for `n` assistant replies after `context`, sent to the gpu queue."""
+    errors: dict[str, str] = {}
+    if context.conversation.project_id != project.pk:
+        errors["context"] = "The context belongs to another project."
+    elif context.role != Message.Role.USER:
+        errors["context"] = "Replies are generated after a user turn; the context ends otherwise."
+    if model_version.kind != ModelVersion.Kind.POLICY:
+        errors["model_version"] = f"{model_version} is a {model_version.kind} model, not a policy."
+    if purpose not in GenerationRequest.Purpose.values:
+        errors["purpose"] = f"Unknown purpose {purpose!r}; use draft or candidates."
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        errors["n"] = "n must be a whole number of at least 1."
+    elif n > project.max_generations_per_request:
+        errors["n"] = (
+            f"n is {n}; this project allows at most {project.max_generations_per_request}."
+        )
+    try:
+        cleaned = sampling_params_clean(project=project, params=params)
+    except ValidationError as exc:
+        errors.update({k: " ".join(v) for k, v in exc.message_dict.items()})
+    if errors:
+        raise ValidationError(errors)
+    request = GenerationRequest.objects.create(
+        project=project,
+        context=context,
+        model_version=model_version,
+        purpose=purpose,
+        n=n,
+        params=cleaned,
+        requested_by=requested_by,
+    )
+    _enqueue_after_commit(request.pk)
+    return request
+
+
+@transaction.atomic
+def generation_request_from_messages(
+    *,
+    project: Project,
+    messages: list[dict],
+    model_version: ModelVersion,
+    purpose: str,
+    n: int = 1,
+    params: dict | None = None,
+    requested_by: AbstractBaseUser | None = None,
+) -> GenerationRequest:
+    """Store `messages` ([{role, content}], ending with a user turn) as a conversation, then ask."""
+    if not isinstance(messages, list) or not messages:
+        raise ValidationError({"messages": "Give at least one message, ending with a user turn."})
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise ValidationError({f"messages[{index}]": "Each message needs role and content."})
+    try:
+        _, node = conversation_start(
+            project=project,
+            text=messages[0]["content"],
+            role=messages[0].get("role", ""),
+            source=Conversation.Source.API,
+            created_by=requested_by,
+        )
+        for message in messages[1:]:
+            node = message_add(
+                parent=node,
+                role=message.get("role", ""),
+                text=message["content"],
+                author_user=requested_by,
+            )
+    except ValidationError as exc:
+        raise ValidationError({"messages": " ".join(exc.messages)}) from exc
+    return generation_request_create(
+        project=project,
+        context=node,
+        model_version=model_version,
+        purpose=purpose,
+        n=n,
+        params=params,
+        requested_by=requested_by,
+    )
+
+
+def _enqueue_after_commit(request_id: int) -> None:
+    from trainer_bridge.tasks import generate
+
+    transaction.on_commit(lambda: generate.delay(request_id))
+
+
+@dataclass(frozen=True)
+class ClaimedRequest:
+    """A request as a worker runs it: its id, the attempt it claimed, and what to generate."""
+
+    id: int
+    attempt: int
+    n: int
+    params: dict
+    messages: list[dict]
+
+
+def request_messages(request: GenerationRequest) -> list[dict]:
+    from annotations.selectors import thread_to
+
+    return [{"role": m.role, "content": m.text} for m in thread_to(request.context)]
+
+
+@transaction.atomic
+def generation_batch_claim(
+    *,
+    request_id: int,
+    worker: str,
+    cost: Callable[[ClaimedRequest], int],
+    token_budget: int,
+    max_requests: int,
+) -> list[ClaimedRequest]:
+    """Claim `request_id` and other queued requests for the same model, within the token budget.
+
+    Returns [] when the request is not queued any more (done, failed, or running elsewhere):
+    that is how a redelivered message becomes a no-op.
+    """
+    first = (
+        GenerationRequest.objects.select_for_update(skip_locked=True)
+        .filter(pk=request_id, state=State.QUEUED)
+        .first()
+    )
+    if first is None:
+        return []
+    candidates = [first] + list(
+        GenerationRequest.objects.select_for_update(skip_locked=True)
+        .filter(state=State.QUEUED, model_version_id=first.model_version_id)
+        .exclude(pk=first.pk)
+        .order_by("queued_at", "id")[: max_requests - 1]
+    )
+    now = timezone.now()
+    claimed: list[ClaimedRequest] = []
+    chosen: list[GenerationRequest] = []
+    spent = 0
+    for request in candidates:
+        item = ClaimedRequest(
+            id=request.pk,
+            attempt=request.attempts + 1,
+            n=request.n,
+            params=request.params,
+            messages=request_messages(request),
+        )
+        item_cost = cost(item)
+        # The first request always runs, even alone over budget: the OOM path splits it further.
+        if chosen and spent + item_cost > token_budget:
+            continue
+        spent += item_cost
+        request.state = State.RUNNING
+        request.attempts = item.attempt
+        request.started_at = now
+        request.finished_at = None
+        request.worker = worker
+        request.error = ""
+        chosen.append(request)
+        claimed.append(item)
+    GenerationRequest.objects.bulk_update(
+        chosen, ["state", "attempts", "started_at", "finished_at", "worker", "error"]
+    )
+    return claimed
+
+
+@transaction.atomic
+def generation_results_store(
+    *,
+    request_id: int,
+    attempt: int,
+    texts: list[str],
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> bool:
+    """Store the replies as model-written siblings under the context; False if not ours to store.
+
+    Only the attempt that holds the request may finish it: a worker that was presumed dead and
+    whose request has been requeued or finished by another finds it changed and stores nothing.
+    """
+    request = (
+        GenerationRequest.objects.select_for_update()
+        .select_related("context", "model_version")
+        .filter(pk=request_id)
+        .first()
+    )
+    if request is None or request.state != State.RUNNING or request.attempts != attempt:
+        return False
+    context = request.context
+    Message.objects.bulk_create(
+        [
+            Message(
+                conversation_id=context.conversation_id,
+                parent=context,
+                role=Message.Role.ASSISTANT,
+                text=text,
+                lang=context.lang,
+                depth=context.depth + 1,
+                author_model=request.model_version,
+                is_synthetic=True,
+                generation_request=request,
+                output_index=index,
+            )
+            for index, text in enumerate(texts)
+        ]
+    )
+    request.state = State.DONE
+    request.finished_at = timezone.now()
+    request.prompt_tokens = prompt_tokens
+    request.completion_tokens = completion_tokens
+    request.save(update_fields=["state", "finished_at", "prompt_tokens", "completion_tokens"])
+    return True
+
+
+@transaction.atomic
+def generation_request_fail(*, request_id: int, attempt: int, error: str) -> bool:
+    """Mark the request failed with `error`, if this attempt still holds it."""
+    updated = GenerationRequest.objects.filter(
+        pk=request_id, state=State.RUNNING, attempts=attempt
+    ).update(state=State.FAILED, error=error[:5000], finished_at=timezone.now())
+    return bool(updated)
+
+
+@transaction.atomic
+def generation_request_retry(*, request: GenerationRequest) -> GenerationRequest:
+    """Queue a failed request again (the retry button), with a fresh count of attempts."""
+    locked = GenerationRequest.objects.select_for_update().get(pk=request.pk)
+    if locked.state != State.FAILED:
+        raise ValidationError(
+            {"state": f"Only failed requests can be retried; this one is {locked.state}."}
+        )
+    locked.state = State.QUEUED
+    locked.attempts = 0
+    locked.error = ""
+    locked.started_at = None
+    locked.finished_at = None
+    locked.queued_at = timezone.now()
+    locked.save(
+        update_fields=["state", "attempts", "error", "started_at", "finished_at", "queued_at"]
+    )
+    _enqueue_after_commit(locked.pk)
+    return locked
+
+
+@transaction.atomic
+def generations_requeue_stuck(*, now=None) -> tuple[int, int]:
+    """Requests running past the timeout go back to the queue, or fail after the last attempt.
+
+    A worker killed mid-batch leaves its requests running; this (a beat task) finds them.
+    Returns (requeued, failed).
+    """
+    config = generation_settings()
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=config["RUNNING_TIMEOUT_SECONDS"])
+    stuck = list(
+        GenerationRequest.objects.select_for_update(skip_locked=True).filter(
+            state=State.RUNNING, started_at__lt=cutoff
+        )
+    )
+    requeued = failed = 0
+    for request in stuck:
+        if request.attempts >= config["MAX_ATTEMPTS"]:
+            request.state = State.FAILED
+            request.finished_at = now
+            request.error = (
+                f"No result after {request.attempts} attempts; the last worker "
+                f"({request.worker or 'unknown'}) stopped answering."
+            )
+            failed += 1
+        else:
+            request.state = State.QUEUED
+            request.started_at = None
+            requeued += 1
+            _enqueue_after_commit(request.pk)
+    GenerationRequest.objects.bulk_update(stuck, ["state", "finished_at", "error", "started_at"])
+    return requeued, failed
+
+
+def queue_position(request: GenerationRequest) -> int | None:
+    """1 for the next request a worker takes; None when the request is not queued."""
+    if request.state != State.QUEUED:
+        return None
+    return (
+        GenerationRequest.objects.filter(
+            state=State.QUEUED, queued_at__lt=request.queued_at
+        ).count()
+        + 1
+    )
+
+
+def request_outputs(request: GenerationRequest) -> QuerySet[Message]:
+    return request.outputs.order_by("output_index")

@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
-from annotations.models import Membership, Project
+from annotations.models import GenerationRequest, Membership, Project
 
 Role = Membership.Role
 
@@ -90,3 +90,29 @@ def project_for_member(
 
 def members_with_roles(project: Project, roles: Iterable[str]) -> QuerySet[Membership]:
     return project.memberships.filter(role__in=list(roles)).select_related("user")
+
+
+def generation_for_member(
+    user: AbstractBaseUser | AnonymousUser,
+    pk: int,
+    *,
+    capability: str | None = None,
+    queryset: QuerySet[GenerationRequest] | None = None,
+) -> GenerationRequest:
+    """The generation request if `user` may see it (Http404 otherwise).
+
+    Members who may generate see every request of their project; other members see only their
+    own (a trainer's drafts). With `capability`, members lacking it get AccessDenied.
+    """
+    queryset = queryset if queryset is not None else GenerationRequest.objects.all()
+    generation = queryset.select_related("project").filter(pk=pk).first()
+    if generation is None:
+        raise Http404("No such generation request.")
+    project = project_for_member(user, generation.project.slug, capability=capability)
+    if (
+        capability is None
+        and generation.requested_by_id != user.pk
+        and not can(user, project, "generate")
+    ):
+        raise Http404("No such generation request.")
+    return generation

@@ -9,6 +9,7 @@ from labelling import views as labelling_views
 
 api_v1 = [
     path("", include("labelling.api_urls")),
+    path("", include("trainer_bridge.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
@@ -22,4 +23,5 @@ urlpatterns = [
     path("accounts/profile/token/", labelling_views.token_regenerate, name="token-regenerate"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("", include("trainer_bridge.urls")),
 ]

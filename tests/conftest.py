@@ -57,44 +57,63 @@ def api_client_for():
     return make
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
     env["PARLEY_WORKER_USES_TEST_DB"] = "1"
+    env.update(overrides)
     return env
 
 
 @pytest.fixture
-def celery_worker(transactional_db):
-    """A real `celery worker` process on the configured broker, serving every queue.
+def start_celery_worker(transactional_db):
+    """Start real `celery worker` processes on the configured broker, serving every queue.
 
-    It shares the test database (committed data only, hence transactional_db) and is stopped
-    at the end of the test.
+    They share the test database (committed data only, hence transactional_db); extra keyword
+    arguments become environment variables of the worker (e.g. fault injection). Every worker
+    still running at the end of the test is stopped.
     """
     env = _worker_env()
     celery = [sys.executable, "-m", "celery", "-A", "config"]
-    subprocess.run([*celery, "purge", "-f", "-Q", "default,gpu,train"], env=env, cwd=ROOT,
-                   check=True, capture_output=True, timeout=60)  # fmt: skip
-    log = Path(settings.VAR_DIR) / "test-worker.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [*celery, "worker", "-Q", "default,gpu,train", "--pool", "solo", "--loglevel", "INFO",
-             "--hostname", f"test-{os.getpid()}@%h", "--without-heartbeat", "--without-mingle",
-             "--without-gossip"],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while "ready." not in log.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"Celery worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    subprocess.run(
+        [*celery, "purge", "-f", "-Q", "default,gpu,train"],
+        env=env, cwd=ROOT, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    started: list[subprocess.Popen] = []
+
+    def start(name: str = "w1", **env_overrides: str) -> subprocess.Popen:
+        log = Path(settings.VAR_DIR) / f"test-worker-{name}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [*celery, "worker", "-Q", "default,gpu,train", "--pool", "solo",
+                 "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h",
+                 "--without-heartbeat", "--without-mingle", "--without-gossip"],
+                env=_worker_env(**env_overrides), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        started.append(proc)
+        proc.log_path = log
+        deadline = time.monotonic() + 60
+        while "ready." not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"Celery worker did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def celery_worker(start_celery_worker):
+    """One real worker serving every queue for the length of the test."""
+    return start_celery_worker()
 
 
 def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.1, message: str = ""):

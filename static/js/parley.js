@@ -1,0 +1,72 @@
+// Site-wide behaviour: a dismissible error banner when an htmx request fails.
+//
+// htmx 2 does not swap 4xx/5xx responses, so without this a failed save or claim would look
+// like nothing happened. Loaded with `defer`, so the DOM is parsed when this runs.
+(function () {
+  "use strict";
+
+  var HINTS = {
+    0: "The server could not be reached. Check your connection and try again.",
+    401: "Your session may have ended. Reload the page to log in again.",
+    403: "You are not allowed to do that, or your session has ended. Reload the page and try again.",
+    404: "The item was not found. It may have been removed; reload the page.",
+    409: "This clashes with a newer change. Reload the page to see the latest version.",
+    413: "That was too large to send.",
+    429: "Too many requests. Wait a moment and try again.",
+  };
+
+  function bannerRegion() {
+    var region = document.getElementById("error-banners");
+    if (!region) {
+      region = document.createElement("div");
+      region.id = "error-banners";
+      region.className = "error-banners";
+      document.body.insertBefore(region, document.body.firstChild);
+    }
+    return region;
+  }
+
+  function describe(status, statusText) {
+    var head = status
+      ? "Request failed: " + status + (statusText ? " " + statusText : "") + "."
+      : "Request failed: no response.";
+    var hint = HINTS[status] || (status >= 500 ? "Something went wrong on the server. Try again in a moment." : "");
+    return hint ? head + " " + hint : head;
+  }
+
+  function showError(status, statusText) {
+    var region = bannerRegion();
+    // One banner at a time: a burst of failures (e.g. polling) should not stack up.
+    region.replaceChildren();
+
+    var banner = document.createElement("div");
+    banner.className = "error-banner";
+    banner.setAttribute("role", "alert");
+
+    var text = document.createElement("p");
+    text.textContent = describe(status, statusText); // textContent: never parse server text as HTML
+    banner.appendChild(text);
+
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "dismiss";
+    close.textContent = "Dismiss";
+    close.setAttribute("aria-label", "Dismiss error message");
+    close.addEventListener("click", function () {
+      banner.remove();
+    });
+    banner.appendChild(close);
+
+    region.appendChild(banner);
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail && event.detail.xhr;
+    showError(xhr ? xhr.status : 0, xhr ? xhr.statusText : "");
+  });
+
+  // Network failure: no status at all.
+  document.addEventListener("htmx:sendError", function () {
+    showError(0, "");
+  });
+})();

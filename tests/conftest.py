@@ -13,8 +13,15 @@ from rest_framework.test import APIClient
 
 from annotations.models import Membership
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from trainer_bridge.tiny_model import TinyModelPaths, build_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model_paths(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
+    """The tiny local model, built once per test session (tests must not write into it)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
 @pytest.fixture

@@ -40,6 +40,10 @@ def default_languages() -> list[str]:
     return ["en"]
 
 
+def default_comparison_contexts() -> list[str]:
+    return ["model_reply", "human_reply", "prompt"]
+
+
 class ModelVersion(models.Model):
     """A model the generation workers can load with `from_pretrained`, with its lineage."""
 
@@ -135,6 +139,23 @@ class Project(models.Model):
     )
     keep_autosave_on_expiry = models.BooleanField(
         default=False, help_text="Hand an abandoned task's autosaved text to the next trainer."
+    )
+    comparison_contexts = models.JSONField(
+        default=default_comparison_contexts,
+        blank=True,
+        help_text="Where ranking sets may cut a conversation: after a model-written reply "
+        "(model_reply), after a human-written one (human_reply), or at a fresh prompt (prompt).",
+    )
+    comparison_queue_depth = models.PositiveIntegerField(
+        default=20, help_text="Ranking sets kept collecting; a beat task tops the queue up."
+    )
+    include_human_reply = models.BooleanField(
+        default=True, help_text="Add the existing human reply as one of the K candidates."
+    )
+    candidate_sampling = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Per candidate model name, sampling parameters that override `sampling`.",
     )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -395,6 +416,15 @@ class RankingSet(models.Model):
         Message, through="RankingCandidate", related_name="in_ranking_sets"
     )
     rankings_needed = models.PositiveSmallIntegerField(default=3)
+    rankings_count = models.PositiveSmallIntegerField(
+        default=0, help_text="Rankings stored so far (kept in step by the ranking service)."
+    )
+    authors = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="+",
+        help_text="People who wrote the context or a candidate: never asked to rank this set.",
+    )
     state = models.CharField(
         max_length=16, choices=State.choices, default=State.COLLECTING, db_index=True
     )

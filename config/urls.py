@@ -5,8 +5,6 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from labelling import views as labelling_views
-
 api_v1 = [
     path("", include("labelling.api_urls")),
     path("", include("trainer_bridge.api_urls")),
@@ -15,13 +13,10 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("", labelling_views.home, name="home"),
-    path("p/<slug:slug>/", labelling_views.project_detail, name="project-detail"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("accounts/profile/", labelling_views.profile, name="profile"),
-    path("accounts/profile/token/", labelling_views.token_regenerate, name="token-regenerate"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("", include("labelling.urls")),
     path("", include("trainer_bridge.urls")),
 ]

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from labelling.models import Task
+from labelling.models import PromptReport, Task, TaskSkip
 
 
 @admin.register(Task)
@@ -11,3 +11,16 @@ class TaskAdmin(admin.ModelAdmin):
     list_filter = ["kind", "state", "project"]
     search_fields = ["assignee__username", "skip_reason"]
     raw_id_fields = ["assignee", "conversation", "message", "ranking_set"]
+
+
+@admin.register(TaskSkip)
+class TaskSkipAdmin(admin.ModelAdmin):
+    list_display = ["id", "task", "user", "reason", "created_at"]
+    raw_id_fields = ["task", "user"]
+
+
+@admin.register(PromptReport)
+class PromptReportAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "message", "reason", "state", "reporter", "created_at"]
+    list_filter = ["state", "reason", "project"]
+    raw_id_fields = ["message", "reporter", "decided_by"]

@@ -6,4 +6,9 @@ urlpatterns = [
     path("me/", apis.MeApi.as_view(), name="api-me"),
     path("projects/", apis.ProjectListApi.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", apis.ProjectDetailApi.as_view(), name="api-project-detail"),
+    path("projects/<slug:slug>/tasks/next", apis.TaskNextApi.as_view(), name="api-task-next"),
+    path("tasks/<int:task_id>/", apis.TaskDetailApi.as_view(), name="api-task-detail"),
+    path("tasks/<int:task_id>/autosave", apis.TaskAutosaveApi.as_view(), name="api-task-autosave"),
+    path("tasks/<int:task_id>/submit", apis.TaskSubmitApi.as_view(), name="api-task-submit"),
+    path("tasks/<int:task_id>/skip", apis.TaskSkipApi.as_view(), name="api-task-skip"),
 ]

@@ -1,12 +1,22 @@
 """REST endpoints of the labelling app (thin: access checks from annotations.access)."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.access import project_for_member
+from labelling.assignment import (
+    task_autosave,
+    task_claim_next,
+    task_describe,
+    task_for_member,
+    task_skip,
+    task_submit,
+)
+from labelling.models import Task
 from labelling.selectors import ProjectQueues, project_queues, projects_with_queues
 
 
@@ -59,3 +69,92 @@ class MeApi(APIView):
     @extend_schema(responses=MeOutputSerializer)
     def get(self, request: Request) -> Response:
         return Response(MeOutputSerializer(request.user).data)
+
+
+class TaskNextInputSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+
+
+class TaskOutputSerializer(serializers.Serializer):
+    """A task as the API shows it; the kind adds its own fields (prompt, candidates, ...)."""
+
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    state = serializers.CharField()
+    project = serializers.CharField()
+    lease_expires_at = serializers.DateTimeField(allow_null=True)
+    autosave = serializers.DictField()
+    result = serializers.DictField()
+
+    def to_representation(self, task: Task) -> dict:
+        return task_describe(task)
+
+
+class TaskNextApi(APIView):
+    """Claim the next task of a kind (or get back the one you hold); 204 when none is left."""
+
+    @extend_schema(
+        request=TaskNextInputSerializer, responses={200: TaskOutputSerializer, 204: None}
+    )
+    def post(self, request: Request, slug: str) -> Response:
+        project = project_for_member(request.user, slug, capability="annotate")
+        data = TaskNextInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        task = task_claim_next(project=project, user=request.user, kind=data.validated_data["kind"])
+        if task is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(TaskOutputSerializer(task).data)
+
+
+class TaskDetailApi(APIView):
+    @extend_schema(responses=TaskOutputSerializer)
+    def get(self, request: Request, task_id: int) -> Response:
+        return Response(
+            TaskOutputSerializer(task_for_member(task_id=task_id, user=request.user)).data
+        )
+
+
+class TaskAutosaveInputSerializer(serializers.Serializer):
+    data = serializers.DictField()
+
+
+class TaskAutosaveApi(APIView):
+    """Store work in progress on the server (renews the lease)."""
+
+    @extend_schema(request=TaskAutosaveInputSerializer, responses=TaskOutputSerializer)
+    def post(self, request: Request, task_id: int) -> Response:
+        data = TaskAutosaveInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        task = task_autosave(task_id=task_id, user=request.user, data=data.validated_data["data"])
+        return Response(TaskOutputSerializer(task).data)
+
+
+class TaskSubmitApi(APIView):
+    """Submit the task. The body depends on the kind; submitting twice stores one result."""
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses=TaskOutputSerializer)
+    def post(self, request: Request, task_id: int) -> Response:
+        body = request.data if isinstance(request.data, dict) else None
+        if body is None:
+            return Response({"non_field_errors": ["Send a JSON object."]}, status=400)
+        task = task_submit(task_id=task_id, user=request.user, data=dict(body))
+        return Response(TaskOutputSerializer(task).data)
+
+
+class TaskSkipInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+    report = serializers.CharField(required=False, allow_null=True, default=None)
+
+
+class TaskSkipApi(APIView):
+    """Pass on a task (optionally reporting its prompt); it goes back to the pool."""
+
+    @extend_schema(request=TaskSkipInputSerializer, responses=TaskOutputSerializer)
+    def post(self, request: Request, task_id: int) -> Response:
+        data = TaskSkipInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        extra = {"report": data.validated_data["report"]} if data.validated_data["report"] else {}
+        task = task_skip(
+            task_id=task_id, user=request.user, reason=data.validated_data["reason"], **extra
+        )
+        return Response(TaskOutputSerializer(task).data)

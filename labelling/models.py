@@ -46,6 +46,9 @@ class Task(models.Model):
     autosave = models.JSONField(default=dict, blank=True)
     autosaved_at = models.DateTimeField(null=True, blank=True)
     skip_reason = models.CharField(max_length=500, blank=True)
+    result = models.JSONField(
+        default=dict, blank=True, help_text="What the submission stored (ids), for repeat submits."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     assigned_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)
@@ -75,3 +78,61 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.state})"
+
+
+class TaskSkip(models.Model):
+    """A trainer passed on a task; they are not offered it again."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="skips")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "user"], name="task_skip_once_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} skipped task {self.task_id}"
+
+
+class PromptReport(models.Model):
+    """A report that a prompt is unfit; the prompt leaves the pool until a lead decides."""
+
+    class Reason(models.TextChoices):
+        HARMFUL = "harmful", "Harmful"
+        PII = "pii", "Personal information"
+        NONSENSE = "nonsense", "Nonsense"
+        WRONG_LANGUAGE = "wrong_language", "Wrong language"
+
+    class State(models.TextChoices):
+        OPEN = "open", "Waiting for a lead"
+        UPHELD = "upheld", "Upheld: prompt removed"
+        DISMISSED = "dismissed", "Dismissed: prompt back in the pool"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompt_reports")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    note = models.CharField(max_length=1000, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} report on message {self.message_id} ({self.state})"

@@ -1,7 +1,5 @@
 """Writes for project set-up, membership and the task lifecycle."""
 
-from datetime import timedelta
-
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -43,10 +41,6 @@ def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
     Task.objects.filter(project=project, assignee=user, state=Task.State.ASSIGNED).update(
         state=Task.State.OPEN, assignee=None, lease_expires_at=None, assigned_at=None
     )
-
-
-def lease_deadline(*, project: Project) -> timezone.datetime:
-    return timezone.now() + timedelta(seconds=project.task_lease_seconds)
 
 
 @transaction.atomic

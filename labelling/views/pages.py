@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.authtoken.models import Token
 
@@ -57,3 +58,11 @@ def token_regenerate(request: HttpRequest) -> HttpResponse:
     Token.objects.create(user=request.user)
     messages.success(request, "A new API token was issued. The previous one no longer works.")
     return redirect("profile")
+
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("p/<slug:slug>/", project_detail, name="project-detail"),
+    path("accounts/profile/", profile, name="profile"),
+    path("accounts/profile/token/", token_regenerate, name="token-regenerate"),
+]

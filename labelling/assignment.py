@@ -1,0 +1,244 @@
+"""Handing tasks to trainers: claims under row locks, leases, autosave, skip and submit.
+
+Every kind of task (demonstration, ranking, ...) registers a `TaskKind` with what only it knows:
+which open tasks a trainer may get and in what order, how to make more when the pool runs dry,
+how to store a submission, and how to describe a task to the API. The lifecycle is the same for
+all of them and lives here, so the pages and the API share one set of rules.
+
+Claims take `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL: concurrent trainers each lock a
+different open task and never receive the same one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Exists, OuterRef, QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from annotations.access import AccessDenied, can, projects_for_user
+from annotations.models import Project
+from labelling.models import Task, TaskSkip
+
+AUTOSAVE_MAX_BYTES = 256 * 1024
+
+
+class TaskConflict(Exception):
+    """The request clashes with the task's state (HTTP 409): not yours, done, or over a limit."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """What one kind of task adds to the shared lifecycle."""
+
+    kind: str
+    # Narrow and order the open tasks of a project that `user` may be given.
+    eligible: Callable[[QuerySet[Task], AbstractBaseUser], QuerySet[Task]]
+    # Store the submission (raising ValidationError on bad input); returns ids for Task.result.
+    submit: Callable[..., dict]
+    # What the API and pages show of a task.
+    describe: Callable[[Task], dict]
+    # Make more open tasks when none is eligible (e.g. a blank demonstration); may return None.
+    supply: Callable[[Project, AbstractBaseUser], Task | None] | None = None
+    # Called inside the skip transaction, e.g. to file a report about the prompt.
+    on_skip: Callable[..., None] | None = None
+
+
+KINDS: dict[str, TaskKind] = {}
+
+
+def register_task_kind(kind: TaskKind) -> None:
+    KINDS[kind.kind] = kind
+
+
+def task_kind(kind: str) -> TaskKind:
+    _load_kinds()
+    try:
+        return KINDS[kind]
+    except KeyError:
+        known = ", ".join(sorted(KINDS)) or "none"
+        raise ValidationError(
+            {"kind": f"Unknown task kind {kind!r}; use one of: {known}."}
+        ) from None
+
+
+def _load_kinds() -> None:
+    # The modules register their kinds on import; importing here keeps the registry complete
+    # wherever the lifecycle is used (web, API, Celery) without signals or import-order luck.
+    import importlib
+
+    for module in ("labelling.demonstrations", "labelling.rankings"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def lease_deadline(project: Project) -> timezone.datetime:
+    return timezone.now() + timedelta(seconds=project.task_lease_seconds)
+
+
+def held_tasks(*, project: Project, user: AbstractBaseUser) -> QuerySet[Task]:
+    return Task.objects.filter(project=project, assignee=user, state=Task.State.ASSIGNED)
+
+
+def not_skipped_by(queryset: QuerySet[Task], user: AbstractBaseUser) -> QuerySet[Task]:
+    return queryset.exclude(Exists(TaskSkip.objects.filter(task=OuterRef("pk"), user=user)))
+
+
+@transaction.atomic
+def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> Task | None:
+    """The task of `kind` the user holds, or the next one for them, leased; None if none is left."""
+    if not can(user, project, "annotate"):
+        raise AccessDenied(project, "annotate")
+    handler = task_kind(kind)
+    held = held_tasks(project=project, user=user)
+    current = held.filter(kind=kind).order_by("assigned_at", "id").first()
+    if current is not None:
+        current.lease_expires_at = lease_deadline(project)
+        current.save(update_fields=["lease_expires_at"])
+        return current
+    if held.count() >= project.max_open_tasks:
+        raise TaskConflict(
+            f"You already hold {project.max_open_tasks} open tasks in this project; "
+            "finish or skip one first.",
+            code="task_limit",
+        )
+    candidates = Task.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+        project=project, kind=kind, state=Task.State.OPEN
+    )
+    task = handler.eligible(not_skipped_by(candidates, user), user).first()
+    if task is None and handler.supply is not None:
+        task = handler.supply(project, user)
+    if task is None:
+        return None
+    now = timezone.now()
+    task.state = Task.State.ASSIGNED
+    task.assignee = user
+    task.assigned_at = now
+    task.lease_expires_at = lease_deadline(project)
+    task.save(update_fields=["state", "assignee", "assigned_at", "lease_expires_at"])
+    return task
+
+
+def task_for_member(*, task_id: int, user: AbstractBaseUser, lock: bool = False) -> Task:
+    """The task if it belongs to one of the user's projects (Http404 otherwise)."""
+    queryset = Task.objects.select_related("project")
+    if lock:
+        queryset = queryset.select_for_update(of=("self",))
+    task = queryset.filter(pk=task_id, project__in=projects_for_user(user)).first()
+    if task is None:
+        raise Http404("No such task.")
+    return task
+
+
+def _require_holder(task: Task, user: AbstractBaseUser) -> None:
+    if task.state != Task.State.ASSIGNED or task.assignee_id != user.pk:
+        if task.state == Task.State.DONE:
+            raise TaskConflict("This task has already been submitted.", code="task_done")
+        raise TaskConflict(
+            "You do not hold this task (it was never yours, or its lease ran out and it went "
+            "back to the pool).",
+            code="task_not_held",
+        )
+
+
+@transaction.atomic
+def task_renew(*, task_id: int, user: AbstractBaseUser) -> Task:
+    task = task_for_member(task_id=task_id, user=user, lock=True)
+    _require_holder(task, user)
+    task.lease_expires_at = lease_deadline(task.project)
+    task.save(update_fields=["lease_expires_at"])
+    return task
+
+
+@transaction.atomic
+def task_autosave(*, task_id: int, user: AbstractBaseUser, data: dict) -> Task:
+    """Keep the trainer's work in progress on the server; it also renews the lease."""
+    if not isinstance(data, dict):
+        raise ValidationError({"data": "Autosaved data must be an object."})
+    size = len(json.dumps(data))
+    if size > AUTOSAVE_MAX_BYTES:
+        raise ValidationError(
+            {"data": f"Autosaved data is {size} bytes; the limit is {AUTOSAVE_MAX_BYTES}."}
+        )
+    task = task_for_member(task_id=task_id, user=user, lock=True)
+    _require_holder(task, user)
+    task.autosave = data
+    task.autosaved_at = timezone.now()
+    task.lease_expires_at = lease_deadline(task.project)
+    task.save(update_fields=["autosave", "autosaved_at", "lease_expires_at"])
+    return task
+
+
+@transaction.atomic
+def task_submit(*, task_id: int, user: AbstractBaseUser, data: dict) -> Task:
+    """Store the submission once. Submitting a task one already finished returns it unchanged."""
+    task = task_for_member(task_id=task_id, user=user, lock=True)
+    if task.state == Task.State.DONE and task.assignee_id == user.pk:
+        return task
+    _require_holder(task, user)
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": "The submission must be an object."})
+    result = task_kind(task.kind).submit(task=task, user=user, data=data)
+    task.state = Task.State.DONE
+    task.done_at = timezone.now()
+    task.lease_expires_at = None
+    task.result = result or {}
+    task.save(update_fields=["state", "done_at", "lease_expires_at", "result"])
+    return task
+
+
+@transaction.atomic
+def task_skip(*, task_id: int, user: AbstractBaseUser, reason: str = "", **extra) -> Task:
+    """Give the task back to the pool; the user is not offered it again."""
+    task = task_for_member(task_id=task_id, user=user, lock=True)
+    _require_holder(task, user)
+    reason = (reason or "").strip()[:500]
+    handler = task_kind(task.kind)
+    if handler.on_skip is not None:
+        handler.on_skip(task=task, user=user, reason=reason, **extra)
+    elif extra:
+        raise ValidationError({key: "Not accepted for this kind of task." for key in extra})
+    TaskSkip.objects.get_or_create(task=task, user=user, defaults={"reason": reason})
+    task.state = Task.State.OPEN
+    task.assignee = None
+    task.assigned_at = None
+    task.lease_expires_at = None
+    task.skip_reason = reason
+    if not task.project.keep_autosave_on_expiry:
+        task.autosave = {}
+        task.autosaved_at = None
+    task.save(
+        update_fields=[
+            "state", "assignee", "assigned_at", "lease_expires_at", "skip_reason", "autosave",
+            "autosaved_at",
+        ]
+    )  # fmt: skip
+    return task
+
+
+def task_describe(task: Task) -> dict:
+    return {
+        "id": task.pk,
+        "kind": task.kind,
+        "state": task.state,
+        "project": task.project.slug,
+        "lease_expires_at": task.lease_expires_at,
+        "autosave": task.autosave,
+        "result": task.result,
+        **task_kind(task.kind).describe(task),
+    }

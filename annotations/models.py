@@ -401,6 +401,7 @@ class RankingSet(models.Model):
     """K sibling replies after one context message, to be ranked by N trainers."""
 
     class State(models.TextChoices):
+        SAMPLING = "sampling", "Waiting for candidates"
         COLLECTING = "collecting", "Collecting rankings"
         COMPLETE = "complete", "Complete"
         CANCELLED = "cancelled", "Cancelled"
@@ -418,6 +419,12 @@ class RankingSet(models.Model):
     rankings_needed = models.PositiveSmallIntegerField(default=3)
     rankings_count = models.PositiveSmallIntegerField(
         default=0, help_text="Rankings stored so far (kept in step by the ranking service)."
+    )
+    generation_requests = models.ManyToManyField(
+        GenerationRequest,
+        blank=True,
+        related_name="ranking_sets",
+        help_text="The requests sampling this set's candidates, while it is being assembled.",
     )
     authors = models.ManyToManyField(
         settings.AUTH_USER_MODEL,

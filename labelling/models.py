@@ -34,6 +34,10 @@ class Task(models.Model):
         related_name="tasks",
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    priority = models.IntegerField(
+        default=0,
+        help_text="Higher is handed out first (e.g. ranking slots of sets that are nearly done).",
+    )
     conversation = models.ForeignKey(
         Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks"
     )
@@ -57,6 +61,10 @@ class Task(models.Model):
         ordering = ["created_at", "id"]
         indexes = [
             models.Index(fields=["project", "kind", "state", "created_at"]),
+            # The claim query walks open tasks in this order and stops at the first eligible one.
+            models.Index(
+                fields=["project", "kind", "state", "-priority", "id"], name="task_claim_order"
+            ),
             models.Index(fields=["state", "lease_expires_at"]),
             models.Index(fields=["assignee", "state"]),
         ]

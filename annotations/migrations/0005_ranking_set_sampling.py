@@ -4,20 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotations', '0004_comparison_settings_and_set_authors'),
+        ("annotations", "0004_comparison_settings_and_set_authors"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='rankingset',
-            name='generation_requests',
-            field=models.ManyToManyField(blank=True, help_text="The requests sampling this set's candidates, while it is being assembled.", related_name='ranking_sets', to='annotations.generationrequest'),
+            model_name="rankingset",
+            name="generation_requests",
+            field=models.ManyToManyField(
+                blank=True,
+                help_text="The requests sampling this set's candidates, while it is being assembled.",
+                related_name="ranking_sets",
+                to="annotations.generationrequest",
+            ),
         ),
         migrations.AlterField(
-            model_name='rankingset',
-            name='state',
-            field=models.CharField(choices=[('sampling', 'Waiting for candidates'), ('collecting', 'Collecting rankings'), ('complete', 'Complete'), ('cancelled', 'Cancelled')], db_index=True, default='collecting', max_length=16),
+            model_name="rankingset",
+            name="state",
+            field=models.CharField(
+                choices=[
+                    ("sampling", "Waiting for candidates"),
+                    ("collecting", "Collecting rankings"),
+                    ("complete", "Complete"),
+                    ("cancelled", "Cancelled"),
+                ],
+                db_index=True,
+                default="collecting",
+                max_length=16,
+            ),
         ),
     ]

@@ -1,0 +1,275 @@
+"""The ranking page: claim a set, order its replies (drag or keyboard), flag, rewrite, submit."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import path
+from django.views.decorators.http import require_http_methods, require_POST
+
+from annotations.access import project_for_member
+from labelling.assignment import (
+    TaskConflict,
+    task_autosave,
+    task_claim_next,
+    task_for_member,
+    task_renew,
+    task_skip,
+    task_submit,
+)
+from labelling.models import Task
+from labelling.rankings import RankingView, ranking_view
+
+TEMPLATE = "labelling/rank.html"
+# More turns than this and the earlier ones fold away; the last two always stay open.
+OPEN_TURNS_LIMIT = 4
+OPEN_TURNS = 2
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+FIELD_NAMES = {
+    "order": "Order",
+    "flags": "Flags",
+    "all_bad": "All are bad",
+    "rewrite": "Better reply",
+    "time_spent_ms": "Time on task",
+}
+
+
+def _ranking_task(request: HttpRequest, task_id: int) -> Task:
+    """A ranking task of one of the user's projects, if their role may annotate there."""
+    task = task_for_member(task_id=task_id, user=request.user)
+    if task.kind != Task.Kind.RANKING:
+        raise Http404("No such ranking task.")
+    project_for_member(request.user, task.project.slug, capability="annotate")
+    return task
+
+
+def _go_to_next(request: HttpRequest, task: Task) -> HttpResponse:
+    """Claim the next set for the trainer and open it, or go back to the project page."""
+    project = task.project
+    try:
+        following = task_claim_next(project=project, user=request.user, kind=Task.Kind.RANKING)
+    except TaskConflict as exc:
+        messages.warning(request, exc.message)
+        return redirect("project-detail", slug=project.slug)
+    if following is None:
+        messages.info(request, "No more sets are waiting for you to rank in this project.")
+        return redirect("project-detail", slug=project.slug)
+    return redirect("rank-task", task_id=following.pk)
+
+
+def _posted_submission(request: HttpRequest) -> tuple[dict, dict[str, list[str]]]:
+    """The form post as the service's submission body, plus errors in reading it."""
+    errors: dict[str, list[str]] = {}
+    try:
+        order = json.loads(request.POST.get("order") or "null")
+    except ValueError:
+        order = None
+        errors["order"] = ["The order could not be read; reload the page and try again."]
+    flags = {
+        key.removeprefix("flag-"): request.POST.getlist(key)
+        for key in request.POST
+        if key.startswith("flag-")
+    }
+    rewrite = request.POST.get("rewrite", "")
+    try:
+        time_spent_ms = int(request.POST.get("time_spent_ms", ""))
+    except ValueError:
+        time_spent_ms = None
+    data = {
+        "order": order,
+        "flags": flags,
+        "all_bad": request.POST.get("all_bad") == "on",
+        "rewrite": {"text": rewrite} if rewrite.strip() else None,
+        "time_spent_ms": max(time_spent_ms, 0) if time_spent_ms is not None else None,
+    }
+    return data, errors
+
+
+def _rows(view: RankingView, state: dict) -> list[dict]:
+    """The candidates in the order to show: the trainer's saved or posted order, else shuffled."""
+    letters = {m.pk: LETTERS[i] for i, m in enumerate(view.candidates)}
+    by_id = {m.pk: m for m in view.candidates}
+    placed: list[tuple[int, bool]] = []
+    order = state.get("order")
+    if isinstance(order, list):
+        for group in order:
+            if not isinstance(group, list):
+                continue
+            for index, pk in enumerate(group):
+                if pk in by_id and pk not in {p for p, _ in placed}:
+                    placed.append((pk, index > 0 and bool(placed)))
+    seen = {pk for pk, _ in placed}
+    placed += [(m.pk, False) for m in view.candidates if m.pk not in seen]
+    flags = state.get("flags") if isinstance(state.get("flags"), dict) else {}
+    labels = [{**label, "title": label["name"].replace("_", " ")} for label in view.labels]
+    rows, rank = [], 0
+    for index, (pk, tied) in enumerate(placed):
+        tied = tied and index > 0
+        rank += 0 if tied else 1
+        checked = flags.get(str(pk)) or []
+        rows.append(
+            {
+                "message": by_id[pk],
+                "letter": letters[pk],
+                "rank": rank,
+                "tied": tied,
+                "flags": [(label, label["name"] in checked) for label in labels],
+            }
+        )
+    return rows
+
+
+def _order_json(rows: list[dict]) -> str:
+    groups: list[list[int]] = []
+    for row in rows:
+        if row["tied"] and groups:
+            groups[-1].append(row["message"].pk)
+        else:
+            groups.append([row["message"].pk])
+    return json.dumps(groups)
+
+
+def _render_page(
+    request: HttpRequest,
+    task: Task,
+    *,
+    state: dict,
+    errors: dict[str, list[str]] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    view = ranking_view(task)
+    rows = _rows(view, state)
+    turns = view.context
+    folded = len(turns) > OPEN_TURNS_LIMIT
+    rewrite = state.get("rewrite")
+    if isinstance(rewrite, dict):
+        rewrite = rewrite.get("text")
+    errors = errors or {}
+    context = {
+        "task": task,
+        "project": task.project,
+        "ranking_set": view.ranking_set,
+        "earlier_turns": turns[:-OPEN_TURNS] if folded else [],
+        "open_turns": turns[-OPEN_TURNS:] if folded else turns,
+        "rows": rows,
+        "order_json": _order_json(rows),
+        "labels": view.labels,
+        "all_bad": state.get("all_bad") is True,
+        "rewrite": rewrite if isinstance(rewrite, str) else "",
+        "elapsed_ms": state.get("elapsed_ms") or state.get("time_spent_ms") or 0,
+        "errors": [(FIELD_NAMES.get(field, field), msgs) for field, msgs in errors.items()],
+        "error_fields": set(errors),
+    }
+    return render(request, TEMPLATE, context, status=status)
+
+
+@login_required
+@require_POST
+def rank_next(request: HttpRequest, slug: str) -> HttpResponse:
+    """Claim a set to rank (or reopen the one the trainer holds)."""
+    project = project_for_member(request.user, slug, capability="annotate")
+    try:
+        task = task_claim_next(project=project, user=request.user, kind=Task.Kind.RANKING)
+    except TaskConflict as exc:
+        messages.warning(request, exc.message)
+        return redirect("project-detail", slug=project.slug)
+    if task is None:
+        messages.info(request, "No sets are waiting for you to rank in this project right now.")
+        return redirect("project-detail", slug=project.slug)
+    return redirect("rank-task", task_id=task.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def rank_task(request: HttpRequest, task_id: int) -> HttpResponse:
+    task = _ranking_task(request, task_id)
+    if task.state == Task.State.DONE and task.assignee_id == request.user.pk:
+        if request.method == "POST":  # a second click on Submit: the ranking is stored once
+            return _after_submit(request, task)
+        messages.info(request, "You have already ranked this set.")
+        return redirect("project-detail", slug=task.project.slug)
+    if task.state != Task.State.ASSIGNED or task.assignee_id != request.user.pk:
+        return _not_held(request, task)
+
+    if request.method == "GET":
+        task = task_renew(task_id=task.pk, user=request.user)  # opening the page is activity
+        # Only the trainer's own work in progress: a project may hand autosaves on with a task,
+        # but another trainer's order would bias this one's ranking.
+        mine = task.autosave.get("user") == request.user.pk
+        return _render_page(request, task, state=task.autosave if mine else {})
+
+    data, errors = _posted_submission(request)
+    if not errors:
+        try:
+            task = task_submit(task_id=task.pk, user=request.user, data=data)
+        except ValidationError as exc:
+            errors = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+        except TaskConflict as exc:
+            return _not_held(request, task, reason=exc.message)
+        else:
+            return _after_submit(request, task)
+    return _render_page(request, task, state=data, errors=errors, status=400)
+
+
+def _not_held(request: HttpRequest, task: Task, reason: str = "") -> HttpResponse:
+    """The task is not (or no longer) the trainer's: say so, and hand back an unsaved rewrite."""
+    context = {
+        "task": task,
+        "project": task.project,
+        "not_held": True,
+        "reason": reason,
+        "unsaved_rewrite": request.POST.get("rewrite", "").strip(),
+    }
+    return render(request, TEMPLATE, context, status=409)
+
+
+def _after_submit(request: HttpRequest, task: Task) -> HttpResponse:
+    messages.success(request, "Ranking saved. Thank you!")
+    if request.POST.get("then") == "stop":
+        return redirect("project-detail", slug=task.project.slug)
+    return _go_to_next(request, task)
+
+
+@login_required
+@require_POST
+def rank_skip(request: HttpRequest, task_id: int) -> HttpResponse:
+    task = _ranking_task(request, task_id)
+    try:
+        task_skip(task_id=task.pk, user=request.user, reason=request.POST.get("skip_reason", ""))
+    except TaskConflict as exc:
+        messages.error(request, exc.message)
+        return redirect("project-detail", slug=task.project.slug)
+    messages.info(request, "Skipped. You will not be offered that set again.")
+    return _go_to_next(request, task)
+
+
+@login_required
+@require_POST
+def rank_autosave(request: HttpRequest, task_id: int) -> HttpResponse:
+    """Keep the work in progress on the server (JSON body); it also renews the lease."""
+    task = _ranking_task(request, task_id)
+    try:
+        data = json.loads(request.body or b"{}")
+        if isinstance(data, dict):
+            data["user"] = request.user.pk  # whose work this is (see rank_task)
+        task_autosave(task_id=task.pk, user=request.user, data=data)
+    except ValueError:
+        return JsonResponse({"detail": "Send a JSON object."}, status=400)
+    except ValidationError as exc:
+        return JsonResponse({"detail": " ".join(exc.messages)}, status=400)
+    except TaskConflict as exc:
+        return JsonResponse({"detail": exc.message, "code": exc.code}, status=409)
+    return HttpResponse(status=204)
+
+
+urlpatterns = [
+    path("p/<slug:slug>/rank/", rank_next, name="rank-next"),
+    path("tasks/<int:task_id>/rank", rank_task, name="rank-task"),
+    path("tasks/<int:task_id>/rank/skip", rank_skip, name="rank-skip"),
+    path("tasks/<int:task_id>/rank/autosave", rank_autosave, name="rank-autosave"),
+]

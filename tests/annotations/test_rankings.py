@@ -1,0 +1,108 @@
+"""Finishing a ranking set: consensus and agreement once its N rankings are in."""
+
+import pytest
+
+from annotations.models import Message, Ranking, RankingCandidate, RankingSet
+from annotations.rankings import ranking_set_finalize
+from annotations.services import conversation_start, message_add
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ranking_set(project):
+    """A collecting set of three candidates a, b, c that needs three rankings."""
+    _, context = conversation_start(project=project, text="Name a fruit.")
+    replies = [
+        message_add(parent=context, role=Message.Role.ASSISTANT, text=text)
+        for text in ("Apple.", "Banana.", "A cucumber.")
+    ]
+    ranking_set = RankingSet.objects.create(
+        project=project, context=context, rankings_needed=3, state=RankingSet.State.COLLECTING
+    )
+    for position, reply in enumerate(replies):
+        RankingCandidate.objects.create(ranking_set=ranking_set, message=reply, position=position)
+    ranking_set.ids = [reply.pk for reply in replies]
+    return ranking_set
+
+
+def _rank(ranking_set, name, order, **extra):
+    a, b, c = ranking_set.ids
+    ids = {"a": a, "b": b, "c": c}
+    Ranking.objects.create(
+        ranking_set=ranking_set,
+        annotator=UserFactory(username=name),
+        order=[[ids[x] for x in group] for group in order],
+        **extra,
+    )
+    RankingSet.objects.filter(pk=ranking_set.pk).update(rankings_count=ranking_set.rankings.count())
+    ranking_set.refresh_from_db()
+
+
+def test_a_set_short_of_rankings_is_left_alone(ranking_set):
+    _rank(ranking_set, "r1", [["a"], ["b"], ["c"]])
+    _rank(ranking_set, "r2", [["a"], ["b"], ["c"]])
+    result = ranking_set_finalize(ranking_set=ranking_set)
+    assert result.state == "collecting" and result.consensus is None
+    assert result.agreement is None and result.completed_at is None
+
+
+def test_the_nth_ranking_completes_the_set(ranking_set):
+    a, b, c = ranking_set.ids
+    _rank(ranking_set, "r1", [["a"], ["b"], ["c"]])
+    _rank(ranking_set, "r2", [["a"], ["c"], ["b"]])
+    _rank(ranking_set, "r3", [["b"], ["a"], ["c"]])
+    result = ranking_set_finalize(ranking_set=ranking_set)
+    # As worked in test_agreement.test_three_trainers: agreement 5/9, tau 1/9, consensus a>b>c.
+    assert result.state == "complete" and result.completed_at is not None
+    assert result.consensus == [[a], [b], [c]]
+    assert result.agreement == pytest.approx(5 / 9)
+    assert result.kendall_tau == pytest.approx(1 / 9)
+    stored = RankingSet.objects.get(pk=ranking_set.pk)
+    assert (stored.state, stored.consensus) == ("complete", [[a], [b], [c]])
+
+
+def test_finalizing_twice_changes_nothing(ranking_set):
+    for name in ("r1", "r2", "r3"):
+        _rank(ranking_set, name, [["c"], ["a", "b"]])
+    first = ranking_set_finalize(ranking_set=ranking_set)
+    second = ranking_set_finalize(ranking_set=ranking_set)
+    a, b, c = ranking_set.ids
+    assert second.completed_at == first.completed_at
+    assert second.consensus == first.consensus == [[c], sorted([a, b])]
+    # Identical orders agree on every pair; tau-b of identical orders with one tie is 1.
+    assert second.agreement == 1.0 and second.kendall_tau == pytest.approx(1.0)
+
+
+def test_excluded_rankings_are_left_out(ranking_set):
+    a, b, c = ranking_set.ids
+    _rank(ranking_set, "r1", [["a"], ["b"], ["c"]])
+    _rank(ranking_set, "r2", [["a"], ["b"], ["c"]])
+    _rank(ranking_set, "spammer", [["c"], ["b"], ["a"]], is_excluded=True)
+    result = ranking_set_finalize(ranking_set=ranking_set)
+    # Only the two identical rankings count: full agreement, consensus their order.
+    assert result.state == "complete"
+    assert result.consensus == [[a], [b], [c]]
+    assert result.agreement == 1.0 and result.kendall_tau == 1.0
+
+
+def test_a_lead_excluding_a_ranking_later_refreshes_the_figures(ranking_set):
+    _rank(ranking_set, "r1", [["a"], ["b"], ["c"]])
+    _rank(ranking_set, "r2", [["a"], ["b"], ["c"]])
+    _rank(ranking_set, "r3", [["c"], ["b"], ["a"]])
+    first = ranking_set_finalize(ranking_set=ranking_set)
+    # Pairs of trainers: (r1, r2) agree on 3/3, (r1, r3) and (r2, r3) on 0/3: mean 1/3.
+    assert first.agreement == pytest.approx(1 / 3)
+    Ranking.objects.filter(annotator__username="r3").update(is_excluded=True)
+    again = ranking_set_finalize(ranking_set=ranking_set)
+    assert again.agreement == 1.0 and again.completed_at == first.completed_at
+
+
+@pytest.mark.parametrize("state", ["sampling", "cancelled"])
+def test_sets_not_collecting_are_not_completed(ranking_set, state):
+    for name in ("r1", "r2", "r3"):
+        _rank(ranking_set, name, [["a"], ["b"], ["c"]])
+    RankingSet.objects.filter(pk=ranking_set.pk).update(state=state)
+    result = ranking_set_finalize(ranking_set=ranking_set)
+    assert result.state == state and result.consensus is None

@@ -181,6 +181,18 @@ CELERY_BEAT_SCHEDULE = {
         "task": "trainer_bridge.tasks.requeue_stuck_generations",
         "schedule": env.float("PARLEY_GENERATION_REAP_SECONDS", default=60.0),
     },
+    # Sets whose candidates are in become ranking tasks; a run a busy worker missed expires
+    # rather than piling up behind the next one.
+    "assemble-ranking-sets": {
+        "task": "labelling.tasks.assemble_ranking_sets",
+        "schedule": env.float("PARLEY_COMPARISON_ASSEMBLE_SECONDS", default=10.0),
+        "options": {"expires": env.float("PARLEY_COMPARISON_ASSEMBLE_SECONDS", default=10.0)},
+    },
+    "top-up-comparisons": {
+        "task": "labelling.tasks.top_up_comparisons",
+        "schedule": env.float("PARLEY_COMPARISON_TOP_UP_SECONDS", default=60.0),
+        "options": {"expires": env.float("PARLEY_COMPARISON_TOP_UP_SECONDS", default=60.0)},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -191,6 +203,8 @@ PARLEY = {
     # torch device for generation workers: "cpu", "cuda", "cuda:0", ...
     "GENERATION_DEVICE": env.str("PARLEY_GENERATION_DEVICE", default="cpu"),
     "TASK_LEASE_SECONDS": env.int("PARLEY_TASK_LEASE_SECONDS", default=30 * 60),
+    # Largest prompt or message-tree file an import accepts (browser and import_prompts).
+    "IMPORT_MAX_BYTES": env.int("PARLEY_IMPORT_MAX_BYTES", default=100 * 1024 * 1024),
     "GENERATION": {
         # Upper bound on max_new_tokens any request may ask for.
         "MAX_NEW_TOKENS": env.int("PARLEY_GENERATION_MAX_NEW_TOKENS", default=1024),
@@ -202,8 +216,21 @@ PARLEY = {
         "MAX_ATTEMPTS": env.int("PARLEY_GENERATION_MAX_ATTEMPTS", default=3),
         # Models one worker process keeps loaded (least recently used evicted).
         "MAX_LOADED_MODELS": env.int("PARLEY_MAX_LOADED_MODELS", default=2),
+        # Top-p sorts only this many most likely tokens of each row (sorting the whole vocabulary
+        # costs more than the model's forward pass); a row whose nucleus or top_k reaches past
+        # them falls back to the full sort, so results stay exact.
+        "TOP_P_CANDIDATES": env.int("PARLEY_GENERATION_TOP_P_CANDIDATES", default=256),
+        # torch intra-op threads in a worker process, set when it loads its first model; 0 keeps
+        # torch's default (one per core). Fewer threads hold up better when other processes
+        # compete for the cores.
+        "TORCH_THREADS": env.int("PARLEY_TORCH_THREADS", default=0),
         # Fault injection for tests and drills, e.g. {"oom_above_rows": 4, "sleep_seconds": 5}.
         "FAULTS": env.json("PARLEY_GENERATION_FAULTS", default={}),
+    },
+    "COMPARISONS": {
+        # A ranking set draws at most this many times K samples (its first round plus
+        # re-samples for exact duplicates) before it is cancelled as short of K distinct replies.
+        "MAX_SAMPLES_PER_CANDIDATE": env.int("PARLEY_COMPARISON_SAMPLE_BUDGET", default=3),
     },
 }
 

@@ -5,21 +5,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('annotations', '0005_ranking_set_sampling'),
-        ('labelling', '0002_task_result_skips_reports'),
+        ("annotations", "0005_ranking_set_sampling"),
+        ("labelling", "0002_task_result_skips_reports"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='task',
-            name='priority',
-            field=models.IntegerField(default=0, help_text='Higher is handed out first (e.g. ranking slots of sets that are nearly done).'),
+            model_name="task",
+            name="priority",
+            field=models.IntegerField(
+                default=0,
+                help_text="Higher is handed out first (e.g. ranking slots of sets that are nearly done).",
+            ),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['project', 'kind', 'state', '-priority', 'id'], name='task_claim_order'),
+            model_name="task",
+            index=models.Index(
+                fields=["project", "kind", "state", "-priority", "id"], name="task_claim_order"
+            ),
         ),
     ]

@@ -22,6 +22,7 @@ from labelling.assignment import (
     task_skip,
     task_submit,
 )
+from labelling.comparisons import comparison_create
 from labelling.models import Task
 from labelling.rankings import RankingView, ranking_view
 
@@ -267,7 +268,26 @@ def rank_autosave(request: HttpRequest, task_id: int) -> HttpResponse:
     return HttpResponse(status=204)
 
 
+@login_required
+@require_POST
+def comparison_new(request: HttpRequest, slug: str) -> HttpResponse:
+    """A lead starts a ranking set now: a context is picked and its candidates are requested."""
+    project = project_for_member(request.user, slug, capability="manage")
+    try:
+        ranking_set = comparison_create(project=project, requested_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            f"Ranking set {ranking_set.pk} is sampling {project.replies_per_set} candidates; "
+            "its ranking tasks open when they are in.",
+        )
+    return redirect("project-detail", slug=project.slug)
+
+
 urlpatterns = [
+    path("p/<slug:slug>/comparisons/new", comparison_new, name="comparison-new"),
     path("p/<slug:slug>/rank/", rank_next, name="rank-next"),
     path("tasks/<int:task_id>/rank", rank_task, name="rank-task"),
     path("tasks/<int:task_id>/rank/skip", rank_skip, name="rank-skip"),

@@ -16,6 +16,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+SCREENSHOT_DIR = Path(os.environ.get("PARLEY_SCREENSHOT_DIR", str(ARTIFACTS)))
+SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,17 @@
 """A trainer ranks one set with the keyboard only and another by drag-and-drop, in Chromium."""
 
-from pathlib import Path
-
 import pytest
 
 from annotations.models import Message, Ranking
-from tests.browser.conftest import log_in
+from tests.browser.conftest import SCREENSHOT_DIR, log_in
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.labelling.test_rankings import make_ranking_set
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot-ranking.png"
+# Written under var/ so test runs never touch the tracked docs/ copy; set
+# PARLEY_SCREENSHOT_DIR=docs to refresh the README pictures.
+SCREENSHOT = SCREENSHOT_DIR / "screenshot-ranking.png"
 
 BASIL_TURNS = [
     "I just moved into a flat with a south-facing windowsill. Which herbs are easiest to grow "

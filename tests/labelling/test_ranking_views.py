@@ -316,3 +316,25 @@ def test_a_submit_after_the_lease_ran_out_hands_back_the_rewrite(client, project
     page = response.content.decode()
     assert "not yours to rank" in page and ">My careful reply</textarea>" in page
     assert Ranking.objects.count() == 0
+
+
+def test_lead_starts_a_ranking_set_from_the_project_page(client, project, lead, trainer):
+    from annotations.models import RankingSet
+    from annotations.services import conversation_start
+    from tests.factories import ModelVersionFactory
+
+    model = ModelVersionFactory(name="cand")
+    project.candidate_models.add(model)
+    conversation_start(project=project, text="A prompt to compare replies to", source="prompt")
+
+    client.force_login(trainer)
+    assert client.post(f"/p/{project.slug}/comparisons/new").status_code == 403
+    assert not RankingSet.objects.exists()
+
+    client.force_login(lead)
+    response = client.post(f"/p/{project.slug}/comparisons/new", follow=True)
+    ranking_set = RankingSet.objects.get()
+    assert ranking_set.state == "sampling"
+    assert ranking_set.generation_requests.count() == 1
+    assert "is sampling 4 candidates" in response.content.decode()
+    assert client.get(f"/p/{project.slug}/comparisons/new").status_code == 405

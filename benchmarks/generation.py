@@ -11,8 +11,9 @@ cache) and the same queued requests:
             is queued: what a Celery gpu worker does for one message, with the configured
             token budget (PARLEY_GENERATION_TOKEN_BUDGET, PARLEY_GENERATION_MAX_BATCH_REQUESTS).
 
-In the table, "batches" counts `model.generate` calls (padded batches) and "fwd steps" the
-model's forward passes (one per decoding step of a batch). Tokens are the completion tokens
+In the table, "batches" counts `LoadedGenerator.generate` calls (each one padded batch, whatever
+the rows' sampling settings) and "fwd steps" the model's forward passes (the prompt, then one per
+decoding step while any row of the batch is unfinished). Tokens are the completion tokens
 actually generated (sampling stops at the end of the turn), so the table also shows rows and
 the mean completion length of each mode. The run uses a throwaway SQLite database and an
 in-memory Celery broker in a temporary directory; it never touches the developer's database or
@@ -217,19 +218,20 @@ class Result:
 
 
 class CallCounter:
-    """Counts `model.generate` calls (padded batches) and model forward passes (decode steps)."""
+    """Counts padded batches (`generator.generate` calls) and model forward passes."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, generator) -> None:
         self.batches = 0
         self.steps = 0
-        original = model.generate
+        original = generator.generate
 
         def generate(*args, **kwargs):
             self.batches += 1
             return original(*args, **kwargs)
 
-        model.generate = generate
-        model.register_forward_hook(self._count_step)
+        # The worker gets this same instance from the model cache, so it calls the wrapper too.
+        generator.generate = generate
+        generator.model.register_forward_hook(self._count_step)
 
     def _count_step(self, *_args) -> None:
         self.steps += 1
@@ -279,14 +281,16 @@ def create_requests(args: argparse.Namespace, policy: Path, *, dtype: str):
 
 def run_baseline(generator, counter: CallCounter, requests) -> Result:
     """One `generate` call per request, for its n rows alone, on the already loaded model."""
-    from trainer_bridge.backends import Row, params_key
+    from trainer_bridge.backends import Row, SamplingParams
     from trainer_bridge.generation import request_messages
 
     work = []
     for request in requests:
         ids = generator.encode_chat(request_messages(request))
-        row = Row(prompt_ids=ids, params_key=params_key(dict(request.params)))
-        work.append([row] * request.n)
+        sampling = SamplingParams.from_request(request.params)
+        work.append(
+            [Row(prompt_ids=ids, sampling=sampling, sample_index=i) for i in range(request.n)]
+        )
     result = Result(mode="baseline", requests=len(requests))
     batches, steps = counter.snapshot()
     started = time.perf_counter()
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         from django.conf import settings
         from django.db import connections
 
-        from trainer_bridge.backends import Row, model_cache, params_key
+        from trainer_bridge.backends import Row, SamplingParams, model_cache
 
         model_dir = args.model_dir or scratch_dir / "models" / args.config_size
         policy = build_policy(Path(model_dir), config_size=args.config_size)
@@ -380,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         config = settings.PARLEY["GENERATION"]
         generator = model_cache().get(version, device=args.device)
         parameters = sum(p.numel() for p in generator.model.parameters())
-        counter = CallCounter(generator.model)
+        counter = CallCounter(generator)
         print(
             f"model: {args.config_size} ({parameters / 1e6:.1f} M parameters, "
             f"{next(generator.model.parameters()).dtype}) on {args.device}; "
@@ -393,13 +397,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"worker settings: TOKEN_BUDGET={config['TOKEN_BUDGET']}, "
-            f"MAX_BATCH_REQUESTS={config['MAX_BATCH_REQUESTS']}"
+            f"MAX_BATCH_REQUESTS={config['MAX_BATCH_REQUESTS']}, "
+            f"TOP_P_CANDIDATES={config['TOP_P_CANDIDATES']}, "
+            f"TORCH_THREADS={config['TORCH_THREADS']}"
         )
 
         # Warm-up: the first generate call pays for lazy initialisation (and CUDA kernels).
         warm_ids = generator.encode_chat([{"role": "user", "content": "Hello there!"}])
-        warm_key = params_key({"max_new_tokens": 4, "temperature": TEMPERATURE, "seed": SEED})
-        generator.generate([Row(prompt_ids=warm_ids, params_key=warm_key)] * 2)
+        warm = SamplingParams(max_new_tokens=4, temperature=TEMPERATURE, top_p=TOP_P, seed=SEED)
+        generator.generate(
+            [Row(prompt_ids=warm_ids, sampling=warm, sample_index=i) for i in (0, 1)]
+        )
 
         baseline = run_baseline(generator, counter, requests)
         batched, reports, noop_seconds = run_batched(counter, requests)

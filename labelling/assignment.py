@@ -26,6 +26,7 @@ from django.utils import timezone
 from annotations.access import AccessDenied, can, projects_for_user
 from annotations.models import Project
 from labelling.models import Task, TaskSkip
+from labelling.services import RELEASE_FIELDS, task_release
 
 AUTOSAVE_MAX_BYTES = 256 * 1024
 
@@ -214,20 +215,9 @@ def task_skip(*, task_id: int, user: AbstractBaseUser, reason: str = "", **extra
     elif extra:
         raise ValidationError({key: "Not accepted for this kind of task." for key in extra})
     TaskSkip.objects.get_or_create(task=task, user=user, defaults={"reason": reason})
-    task.state = Task.State.OPEN
-    task.assignee = None
-    task.assigned_at = None
-    task.lease_expires_at = None
+    task_release(task)
     task.skip_reason = reason
-    if not task.project.keep_autosave_on_expiry:
-        task.autosave = {}
-        task.autosaved_at = None
-    task.save(
-        update_fields=[
-            "state", "assignee", "assigned_at", "lease_expires_at", "skip_reason", "autosave",
-            "autosaved_at",
-        ]
-    )  # fmt: skip
+    task.save(update_fields=[*RELEASE_FIELDS, "skip_reason"])
     return task
 
 

@@ -43,13 +43,31 @@ def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
     )
 
 
+RELEASE_FIELDS = [
+    "state",
+    "assignee",
+    "lease_expires_at",
+    "assigned_at",
+    "autosave",
+    "autosaved_at",
+]
+
+
+def task_release(task: Task) -> None:
+    """Put a held task back in the pool (unsaved). Autosaved work stays with the task only where
+    the project hands it on; otherwise the next trainer starts clean. Saves RELEASE_FIELDS."""
+    task.state = Task.State.OPEN
+    task.assignee = None
+    task.lease_expires_at = None
+    task.assigned_at = None
+    if not task.project.keep_autosave_on_expiry:
+        task.autosave = {}
+        task.autosaved_at = None
+
+
 @transaction.atomic
 def task_leases_expire(*, now: timezone.datetime | None = None) -> int:
-    """Return tasks whose lease ran out to the pool; returns how many.
-
-    Autosaved work stays with the task only where the project asks for it; otherwise the next
-    trainer starts clean.
-    """
+    """Return tasks whose lease ran out to the pool; returns how many."""
     now = now or timezone.now()
     expired = list(
         Task.objects.select_for_update(skip_locked=True)
@@ -57,15 +75,6 @@ def task_leases_expire(*, now: timezone.datetime | None = None) -> int:
         .select_related("project")
     )
     for task in expired:
-        task.state = Task.State.OPEN
-        task.assignee = None
-        task.lease_expires_at = None
-        task.assigned_at = None
-        if not task.project.keep_autosave_on_expiry:
-            task.autosave = {}
-            task.autosaved_at = None
-    Task.objects.bulk_update(
-        expired,
-        ["state", "assignee", "lease_expires_at", "assigned_at", "autosave", "autosaved_at"],
-    )
+        task_release(task)
+    Task.objects.bulk_update(expired, RELEASE_FIELDS)
     return len(expired)

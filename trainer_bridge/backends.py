@@ -2,20 +2,33 @@
 
 torch and transformers are imported lazily, inside the functions that need them, so the web
 process never pays for them.
+
+Sampling runs our own decoding loop rather than `model.generate`: every row carries its own
+sampling parameters and random stream, so one padded batch can hold requests with different
+settings and seeds, and finished rows leave the batch at once instead of decoding padding until
+the longest row ends.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trainer_bridge.loading import load_policy, quiet_progress_bars
 
 if TYPE_CHECKING:
+    import torch
+
     from annotations.models import ModelVersion
+
+# Top-p sorts only this many highest-probability tokens; a row whose nucleus is not complete
+# within them (or whose top_k is larger) falls back to sorting the whole vocabulary.
+DEFAULT_CANDIDATES = 256
 
 
 class GenerationOutOfMemory(RuntimeError):
@@ -23,11 +36,41 @@ class GenerationOutOfMemory(RuntimeError):
 
 
 @dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one row; temperature 0 means greedy, top_k 0 and top_p 1 mean no cut."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+
+    @classmethod
+    def from_request(cls, params: dict) -> SamplingParams:
+        """The parameters of a request's `params` (already cleaned), defaults for the rest."""
+        seed = params.get("seed")
+        return cls(
+            temperature=float(params.get("temperature", 1.0)),
+            top_p=float(params.get("top_p", 1.0)),
+            top_k=int(params.get("top_k", 0)),
+            max_new_tokens=int(params.get("max_new_tokens", 256)),
+            repetition_penalty=float(params.get("repetition_penalty", 1.0)),
+            seed=None if seed is None else int(seed),
+        )
+
+
+@dataclass(frozen=True)
 class Row:
-    """One sequence to sample: a prompt (token ids) and its sampling parameters."""
+    """One sequence to sample: a prompt (token ids), how to sample it, and which sample it is.
+
+    With a seed, (seed, sample_index) fixes the row's random stream: the n samples of a request
+    differ from each other, and none depends on what else is in the batch.
+    """
 
     prompt_ids: tuple[int, ...]
-    params_key: tuple
+    sampling: SamplingParams
+    sample_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,17 +79,154 @@ class Sample:
     completion_tokens: int
 
 
-def params_key(params: dict) -> tuple:
-    return tuple(sorted(params.items()))
+def row_seed(seed: int, sample_index: int) -> int:
+    """A well-spread 63-bit seed for one sample of a seeded request."""
+    digest = hashlib.blake2b(f"{seed}/{sample_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def sample_tokens(
+    probs: torch.Tensor,
+    *,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    uniforms: torch.Tensor,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> torch.Tensor:
+    """One token per row of `probs` (rows, vocab), drawn by inverse CDF with the row's uniform.
+
+    top_k (rows,) of 0 means no top-k cut; top_p (rows,) of 1 means no nucleus cut. Rows with
+    neither sample the whole vocabulary without sorting; the others sort only their `candidates`
+    most likely tokens unless the cut needs more.
+    """
+    import torch
+
+    vocab = probs.shape[-1]
+    limit = torch.where((top_k > 0) & (top_k < vocab), top_k, torch.full_like(top_k, vocab))
+    ranked = (limit < vocab) | (top_p < 1.0)
+    if not bool(ranked.any()):
+        return _inverse_cdf(probs, uniforms)
+    if bool(ranked.all()):
+        return _sample_ranked(probs, limit, top_p, uniforms, candidates)
+    tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+    plain = ~ranked
+    tokens[plain] = _inverse_cdf(probs[plain], uniforms[plain])
+    tokens[ranked] = _sample_ranked(
+        probs[ranked], limit[ranked], top_p[ranked], uniforms[ranked], candidates
+    )
+    return tokens
+
+
+def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """The token whose cumulative-probability interval holds uniform * total, for each row."""
+    import torch
+
+    cdf = probs.cumsum(-1)
+    target = (uniforms * cdf[:, -1]).unsqueeze(-1)
+    # right=True never lands on a zero-probability token: its interval is empty.
+    index = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.shape[-1] - 1)
+    return index.squeeze(-1)
+
+
+def _sample_ranked(
+    probs: torch.Tensor,
+    limit: torch.Tensor,
+    top_p: torch.Tensor,
+    uniforms: torch.Tensor,
+    candidates: int,
+) -> torch.Tensor:
+    """Draws under top-k/top-p cuts, sorting no more of each row than its cut needs.
+
+    Widths grow: the most likely token alone (enough whenever it holds top_p, the common case
+    for a confident model), then `candidates`, then the whole vocabulary, each for the rows the
+    previous width could not settle.
+    """
+    import torch
+
+    vocab = probs.shape[-1]
+    tokens = probs.new_empty(0, dtype=torch.long)  # filled by the first width, for every row
+    pending: torch.Tensor | None = None  # None: every row
+    for width in (1, candidates, vocab):
+        rows = probs if pending is None else probs[pending]
+        row_limit = limit if pending is None else limit[pending]
+        row_top_p = top_p if pending is None else top_p[pending]
+        width = min(vocab, max(width, 1), int(row_limit.max()))
+        values, indices = rows.topk(width, dim=-1)  # sorted, most likely first
+        cumulative = values.cumsum(-1)
+        rank = torch.arange(width, device=probs.device)
+        # A token stays if it is within top_k and the tokens before it hold less than top_p.
+        keep = (rank < row_limit.unsqueeze(-1)) & ((cumulative - values) < row_top_p.unsqueeze(-1))
+        choice = _inverse_cdf(values * keep, uniforms if pending is None else uniforms[pending])
+        drawn = indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+        # Settled unless the cut may reach past this width: more tokens allowed, p not reached.
+        short = (row_limit > width) & (cumulative[:, -1] < row_top_p)
+        settled = ~short
+        if pending is None:
+            tokens = drawn
+            pending = short.nonzero().squeeze(-1)
+        else:
+            tokens[pending[settled]] = drawn[settled]
+            pending = pending[short]
+        if pending.numel() == 0 or width == vocab:
+            break
+    return tokens
+
+
+class _Batch:
+    """The rows still decoding: their original positions, sampling settings and random draws."""
+
+    def __init__(self, rows: list[Row], *, device: str, max_steps: int) -> None:
+        import torch
+
+        params = [row.sampling for row in rows]
+        self.active = torch.arange(len(rows), device=device)
+        self.greedy = torch.tensor([p.temperature <= 0 for p in params], device=device)
+        self.temperature = torch.tensor(
+            [p.temperature if p.temperature > 0 else 1.0 for p in params], device=device
+        )
+        self.top_p = torch.tensor([p.top_p for p in params], device=device)
+        self.top_k = torch.tensor([p.top_k for p in params], device=device)
+        self.penalty = torch.tensor([p.repetition_penalty for p in params], device=device)
+        self.max_new = torch.tensor([p.max_new_tokens for p in params], device=device)
+        self.uniforms = self._uniforms(rows, device=device, max_steps=max_steps)
+
+    @staticmethod
+    def _uniforms(rows: list[Row], *, device: str, max_steps: int) -> torch.Tensor:
+        """One uniform per row and step, drawn ahead: seeded rows from their own generator."""
+        import torch
+
+        uniforms = torch.rand((len(rows), max_steps), device=device)
+        for index, row in enumerate(rows):
+            if row.sampling.seed is None or row.sampling.temperature <= 0:
+                continue
+            generator = torch.Generator(device=device)
+            generator.manual_seed(row_seed(row.sampling.seed, row.sample_index))
+            steps = row.sampling.max_new_tokens
+            uniforms[index, :steps] = torch.rand(steps, generator=generator, device=device)
+        return uniforms
+
+    def keep(self, index: torch.Tensor) -> None:
+        for name in ("active", "greedy", "temperature", "top_p", "top_k", "penalty", "max_new"):
+            setattr(self, name, getattr(self, name)[index])
+        self.uniforms = self.uniforms[index]
 
 
 class LoadedGenerator:
     """A policy model and its tokenizer on one device, ready to sample chat replies."""
 
-    def __init__(self, tokenizer, model, *, device: str, chat_template: str = ""):
+    def __init__(
+        self,
+        tokenizer,
+        model,
+        *,
+        device: str,
+        chat_template: str = "",
+        candidates: int = DEFAULT_CANDIDATES,
+    ):
         self.tokenizer = tokenizer
         self.model = model
         self.device = device
+        self.candidates = candidates
         if chat_template:
             self.tokenizer.chat_template = chat_template
         config = model.generation_config
@@ -55,16 +235,27 @@ class LoadedGenerator:
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         )
+        # The prompt pass needs logits for its last position only, where the model allows it.
+        accepted = inspect.signature(model.forward).parameters
+        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
 
     def encode_chat(self, messages: list[dict]) -> tuple[int, ...]:
         """Token ids of the conversation followed by the assistant's generation prompt."""
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.encode_chats([messages])[0]
+
+    def encode_chats(self, conversations: list[list[dict]]) -> list[tuple[int, ...]]:
+        """`encode_chat` for many conversations, tokenized in one call."""
+        if not conversations:
+            return []
+        texts = [
+            self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            for messages in conversations
+        ]
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [tuple(ids) for ids in encoded]
 
     def generate(self, rows: list[Row], *, faults: dict | None = None) -> list[Sample]:
-        """One padded batch per distinct sampling setting; a sample per row, in order.
+        """A sample per row, in order, from one padded batch whatever the rows' settings.
 
         `faults` (from settings, for tests and drills) can slow a batch down or make batches
         above a size fail as if the GPU ran out of memory.
@@ -77,71 +268,148 @@ class LoadedGenerator:
             raise GenerationOutOfMemory(
                 f"CUDA out of memory (injected: batch of {len(rows)} rows > {limit})"
             )
-        groups: dict[tuple, list[int]] = {}
-        for index, row in enumerate(rows):
-            groups.setdefault(row.params_key, []).append(index)
-        samples: list[Sample | None] = [None] * len(rows)
-        for key, indices in groups.items():
-            for index, sample in zip(
-                indices, self._generate_group([rows[i] for i in indices], dict(key)), strict=True
-            ):
-                samples[index] = sample
-        return samples  # type: ignore[return-value]
-
-    def _generate_group(self, rows: list[Row], params: dict) -> list[Sample]:
+        if not rows:
+            return []
         import torch
 
-        width = max(len(r.prompt_ids) for r in rows)
+        out_of_memory = ""
+        try:
+            with torch.inference_mode():
+                tokens = self._decode_batch(rows)
+        except torch.cuda.OutOfMemoryError as exc:
+            out_of_memory = str(exc) or "CUDA out of memory"
+        if out_of_memory:
+            # Raised outside the handler, so the failed batch's frames (its KV cache) are gone
+            # and their memory is free before the caller retries with smaller batches.
+            if str(self.device).startswith("cuda"):
+                torch.cuda.empty_cache()
+            raise GenerationOutOfMemory(out_of_memory)
+        texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+        return [
+            Sample(text=text.strip(), completion_tokens=len(ids))
+            for text, ids in zip(texts, tokens, strict=True)
+        ]
+
+    def _decode_batch(self, rows: list[Row]) -> list[list[int]]:
+        """The new tokens of each row, up to (not including) its end-of-turn token."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self.device
+        width = max(len(row.prompt_ids) for row in rows)
+        max_steps = max(row.sampling.max_new_tokens for row in rows)
         # Left padding: every prompt ends at the same position, where generation starts.
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
             input_ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
             attention[i, width - len(row.prompt_ids) :] = 1
-        temperature = float(params.get("temperature", 1.0))
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": int(params.get("max_new_tokens", 256)),
-            "pad_token_id": self.pad_id,
-            "eos_token_id": self.eos_ids,
-            "do_sample": temperature > 0,
-        }
-        if temperature > 0:
-            kwargs["temperature"] = temperature
-            kwargs["top_p"] = float(params.get("top_p", 1.0))
-            kwargs["top_k"] = int(params.get("top_k", 0))
-        if "repetition_penalty" in params:
-            kwargs["repetition_penalty"] = float(params["repetition_penalty"])
-        if "seed" in params:
-            torch.manual_seed(int(params["seed"]))
-        try:
-            with torch.inference_mode():
-                output = self.model.generate(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=attention.to(self.device),
-                    **kwargs,
-                )
-        except torch.cuda.OutOfMemoryError as exc:
-            raise GenerationOutOfMemory(str(exc)) from exc
-        new_tokens = output[:, width:].tolist()
-        return [self._decode(tokens) for tokens in new_tokens]
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        # Positions count real tokens only, so a padded prompt is encoded as it would be alone.
+        positions = (attention.cumsum(-1) - 1).clamp_(min=0)
+        next_position = attention.sum(-1)
 
-    def _decode(self, tokens: list[int]) -> Sample:
-        # Stop at the end of the turn; everything after is padding.
-        for cut, token in enumerate(tokens):
-            if token in self.eos_ids:
-                tokens = tokens[:cut]
-                break
-        else:
-            tokens = [t for t in tokens if t != self.pad_id]
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        return Sample(text=text, completion_tokens=len(tokens))
+        batch = _Batch(rows, device=device, max_steps=max_steps)
+        eos = torch.tensor(self.eos_ids, device=device)
+        generated = torch.full((len(rows), max_steps), self.pad_id, dtype=torch.long, device=device)
+        lengths = torch.zeros(len(rows), dtype=torch.long, device=device)
+        # Tokens each row has seen, for the repetition penalty; padding shows the last prompt
+        # token (already in the set) so a row is not penalised for its batch-mates' lengths.
+        penalised = bool((batch.penalty != 1.0).any())
+        seen = torch.where(attention.bool(), input_ids, input_ids[:, -1:]) if penalised else None
+
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            **self._last_logits_only,
+        ).logits[:, -1, :]
+        for step in range(max_steps):
+            tokens = self._next_tokens(logits, batch, step=step, seen=seen)
+            generated[batch.active, step] = tokens
+            finished = torch.isin(tokens, eos) | (batch.max_new <= step + 1)
+            if bool(finished.any()):
+                ended = batch.active[finished]
+                lengths[ended] = step + 1 - torch.isin(tokens[finished], eos).long()
+                running = (~finished).nonzero().squeeze(-1)
+                if running.numel() == 0:
+                    break
+                batch.keep(running)
+                cache.batch_select_indices(running)
+                attention, tokens = attention[running], tokens[running]
+                next_position = next_position[running]
+                if seen is not None:
+                    seen = seen[running]
+            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], -1)
+            if seen is not None:
+                seen = torch.cat([seen, tokens.unsqueeze(-1)], -1)
+            logits = self.model(
+                input_ids=tokens.unsqueeze(-1),
+                attention_mask=attention,
+                position_ids=next_position.unsqueeze(-1),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits[:, -1, :]
+            next_position = next_position + 1
+        return [
+            row[:length] for row, length in zip(generated.tolist(), lengths.tolist(), strict=True)
+        ]
+
+    def _next_tokens(
+        self, logits: torch.Tensor, batch: _Batch, *, step: int, seen: torch.Tensor | None
+    ) -> torch.Tensor:
+        import torch
+
+        logits = logits.float()
+        if seen is not None:
+            # As transformers does: a seen token's logit is divided by the penalty if positive,
+            # multiplied if negative.
+            scores = logits.gather(-1, seen)
+            penalty = batch.penalty.unsqueeze(-1)
+            scores = torch.where(scores < 0, scores * penalty, scores / penalty)
+            logits = logits.scatter(-1, seen, scores)
+        if bool(batch.greedy.all()):
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / batch.temperature.unsqueeze(-1), dim=-1)
+        tokens = sample_tokens(
+            probs,
+            top_k=batch.top_k,
+            top_p=batch.top_p,
+            uniforms=batch.uniforms[:, step],
+            candidates=self.candidates,
+        )
+        if bool(batch.greedy.any()):
+            tokens = torch.where(batch.greedy, logits.argmax(-1), tokens)
+        return tokens
+
+
+_torch_threads_applied = False
+
+
+def apply_torch_threads(threads: int) -> None:
+    """Set torch's intra-op threads once per process; 0 leaves torch's default."""
+    global _torch_threads_applied
+    if _torch_threads_applied:
+        return
+    _torch_threads_applied = True
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 class ModelCache:
     """The models one worker process has loaded, least recently used evicted first."""
 
-    def __init__(self, *, capacity: int) -> None:
+    def __init__(
+        self, *, capacity: int, candidates: int = DEFAULT_CANDIDATES, torch_threads: int = 0
+    ) -> None:
         self.capacity = max(1, capacity)
+        self.candidates = candidates
+        self.torch_threads = torch_threads
         self._models: OrderedDict[tuple, LoadedGenerator] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0
@@ -158,6 +426,7 @@ class ModelCache:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
+            apply_torch_threads(self.torch_threads)
             with quiet_progress_bars():
                 tokenizer, model = load_policy(
                     model_version.source,
@@ -171,6 +440,7 @@ class ModelCache:
                 model,
                 device=device,
                 chat_template=model_version.chat_template,
+                candidates=self.candidates,
             )
             self._models[key] = generator
             self.loads += 1
@@ -188,5 +458,10 @@ def model_cache() -> ModelCache:
     if _cache is None:
         from django.conf import settings
 
-        _cache = ModelCache(capacity=settings.PARLEY["GENERATION"]["MAX_LOADED_MODELS"])
+        config = settings.PARLEY["GENERATION"]
+        _cache = ModelCache(
+            capacity=config["MAX_LOADED_MODELS"],
+            candidates=config.get("TOP_P_CANDIDATES", DEFAULT_CANDIDATES),
+            torch_threads=config.get("TORCH_THREADS", 0),
+        )
     return _cache

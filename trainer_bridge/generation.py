@@ -17,7 +17,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Case, F, IntegerField, QuerySet, Value, When
 from django.utils import timezone
 
 from annotations.models import Conversation, GenerationRequest, Message, ModelVersion, Project
@@ -179,6 +179,19 @@ class ClaimedRequest:
     n: int
     params: dict
     messages: list[dict]
+    # The prompt as the model's token ids, encoded once while claiming.
+    prompt_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What one claimed attempt produced, ready to store."""
+
+    request_id: int
+    attempt: int
+    texts: list[str]
+    prompt_tokens: int
+    completion_tokens: int
 
 
 def request_messages(request: GenerationRequest) -> list[dict]:
@@ -187,65 +200,155 @@ def request_messages(request: GenerationRequest) -> list[dict]:
     return [{"role": m.role, "content": m.text} for m in thread_to(request.context)]
 
 
+def messages_by_request(requests: list[GenerationRequest]) -> dict[int, list[dict]]:
+    """`request_messages` for many requests (contexts loaded), by request id, in one query.
+
+    Loads every message of the contexts' conversations down to the deepest context, as
+    `thread_to` does for one, and walks each context's parents up to its root.
+    """
+    if not requests:
+        return {}
+    contexts = [request.context for request in requests]
+    by_id = {
+        m.pk: m
+        for m in Message.objects.filter(
+            conversation_id__in={c.conversation_id for c in contexts},
+            depth__lte=max(c.depth for c in contexts),
+        )
+        .only("id", "parent_id", "role", "text")
+        .order_by()
+    }
+    threads: dict[int, list[dict]] = {}
+    for request in requests:
+        chain: list[Message] = []
+        current: Message | None = by_id.get(request.context_id, request.context)
+        while current is not None:
+            chain.append(current)
+            current = by_id.get(current.parent_id) if current.parent_id else None
+        threads[request.pk] = [{"role": m.role, "content": m.text} for m in reversed(chain)]
+    return threads
+
+
 @transaction.atomic
 def generation_batch_claim(
     *,
     request_id: int,
     worker: str,
+    encode: Callable[[list[list[dict]]], list[tuple[int, ...]]],
     cost: Callable[[ClaimedRequest], int],
     token_budget: int,
     max_requests: int,
 ) -> list[ClaimedRequest]:
     """Claim `request_id` and other queued requests for the same model, within the token budget.
 
-    Returns [] when the request is not queued any more (done, failed, or running elsewhere):
-    that is how a redelivered message becomes a no-op.
+    `encode` turns the candidates' conversations into prompt token ids (all in one call), which
+    `cost` can use and the worker samples from. Returns [] when the request is not queued any
+    more (done, failed, or running elsewhere): that is how a redelivered message becomes a no-op.
     """
-    first = (
-        GenerationRequest.objects.select_for_update(skip_locked=True)
-        .filter(pk=request_id, state=State.QUEUED)
-        .first()
-    )
+    # Only the requests are locked ("self"), not the context messages joined in.
+    locked = GenerationRequest.objects.select_for_update(skip_locked=True, of=("self",))
+    first = locked.select_related("context").filter(pk=request_id, state=State.QUEUED).first()
     if first is None:
         return []
     candidates = [first] + list(
-        GenerationRequest.objects.select_for_update(skip_locked=True)
+        locked.select_related("context")
         .filter(state=State.QUEUED, model_version_id=first.model_version_id)
         .exclude(pk=first.pk)
         .order_by("queued_at", "id")[: max_requests - 1]
     )
+    threads = messages_by_request(candidates)
+    prompts = encode([threads[request.pk] for request in candidates])
     now = timezone.now()
     claimed: list[ClaimedRequest] = []
-    chosen: list[GenerationRequest] = []
     spent = 0
-    for request in candidates:
+    for request, prompt_ids in zip(candidates, prompts, strict=True):
         item = ClaimedRequest(
             id=request.pk,
             attempt=request.attempts + 1,
             n=request.n,
             params=request.params,
-            messages=request_messages(request),
+            messages=threads[request.pk],
+            prompt_ids=prompt_ids,
         )
         item_cost = cost(item)
         # The first request always runs, even alone over budget: the OOM path splits it further.
-        if chosen and spent + item_cost > token_budget:
+        if claimed and spent + item_cost > token_budget:
             continue
         spent += item_cost
-        request.state = State.RUNNING
-        request.attempts = item.attempt
-        request.started_at = now
-        request.finished_at = None
-        request.worker = worker
-        request.error = ""
-        chosen.append(request)
         claimed.append(item)
-    GenerationRequest.objects.bulk_update(
-        chosen, ["state", "attempts", "started_at", "finished_at", "worker", "error"]
+    # One UPDATE for the whole batch; the rows are locked, so attempts + 1 is what was read + 1.
+    GenerationRequest.objects.filter(pk__in=[item.id for item in claimed]).update(
+        state=State.RUNNING,
+        attempts=F("attempts") + 1,
+        started_at=now,
+        finished_at=None,
+        worker=worker,
+        error="",
     )
     return claimed
 
 
 @transaction.atomic
+def generation_results_store_batch(*, results: list[GenerationResult]) -> set[int]:
+    """Store each result's replies as model-written siblings under its context, in one go.
+
+    Returns the ids of the requests stored. Only the attempt that holds a request may finish it:
+    a worker that was presumed dead and whose request has been requeued or finished by another
+    finds it changed and stores nothing for it (the others in the batch are still stored).
+    """
+    if not results:
+        return set()
+    wanted = {result.request_id: result for result in results}
+    requests = list(
+        GenerationRequest.objects.select_for_update(of=("self",))
+        .select_related("context")
+        .filter(pk__in=wanted, state=State.RUNNING)
+        .order_by("pk")
+    )
+    ours = [r for r in requests if r.attempts == wanted[r.pk].attempt]
+    if not ours:
+        return set()
+    now = timezone.now()
+    messages: list[Message] = []
+    for request in ours:
+        context = request.context
+        messages.extend(
+            Message(
+                conversation_id=context.conversation_id,
+                parent=context,
+                role=Message.Role.ASSISTANT,
+                text=text,
+                lang=context.lang,
+                depth=context.depth + 1,
+                author_model_id=request.model_version_id,
+                is_synthetic=True,
+                generation_request=request,
+                output_index=index,
+            )
+            for index, text in enumerate(wanted[request.pk].texts)
+        )
+    Message.objects.bulk_create(messages)
+    stored = {request.pk for request in ours}
+    GenerationRequest.objects.filter(pk__in=stored).update(
+        state=State.DONE,
+        finished_at=now,
+        prompt_tokens=_value_by_pk({pk: wanted[pk].prompt_tokens for pk in stored}),
+        completion_tokens=_value_by_pk({pk: wanted[pk].completion_tokens for pk in stored}),
+    )
+    return stored
+
+
+def _value_by_pk(values: dict[int, int]) -> Case:
+    """A CASE giving each row its value, one WHEN per distinct value (token counts repeat)."""
+    by_value: dict[int, list[int]] = {}
+    for pk, value in values.items():
+        by_value.setdefault(value, []).append(pk)
+    return Case(
+        *(When(pk__in=pks, then=Value(value)) for value, pks in by_value.items()),
+        output_field=IntegerField(),
+    )
+
+
 def generation_results_store(
     *,
     request_id: int,
@@ -254,43 +357,19 @@ def generation_results_store(
     prompt_tokens: int,
     completion_tokens: int,
 ) -> bool:
-    """Store the replies as model-written siblings under the context; False if not ours to store.
-
-    Only the attempt that holds the request may finish it: a worker that was presumed dead and
-    whose request has been requeued or finished by another finds it changed and stores nothing.
-    """
-    request = (
-        GenerationRequest.objects.select_for_update()
-        .select_related("context", "model_version")
-        .filter(pk=request_id)
-        .first()
-    )
-    if request is None or request.state != State.RUNNING or request.attempts != attempt:
-        return False
-    context = request.context
-    Message.objects.bulk_create(
-        [
-            Message(
-                conversation_id=context.conversation_id,
-                parent=context,
-                role=Message.Role.ASSISTANT,
-                text=text,
-                lang=context.lang,
-                depth=context.depth + 1,
-                author_model=request.model_version,
-                is_synthetic=True,
-                generation_request=request,
-                output_index=index,
+    """Store one request's replies (see `generation_results_store_batch`); False if not ours."""
+    stored = generation_results_store_batch(
+        results=[
+            GenerationResult(
+                request_id=request_id,
+                attempt=attempt,
+                texts=texts,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
             )
-            for index, text in enumerate(texts)
         ]
     )
-    request.state = State.DONE
-    request.finished_at = timezone.now()
-    request.prompt_tokens = prompt_tokens
-    request.completion_tokens = completion_tokens
-    request.save(update_fields=["state", "finished_at", "prompt_tokens", "completion_tokens"])
-    return True
+    return request_id in stored
 
 
 @transaction.atomic

@@ -1,8 +1,9 @@
 """What a gpu worker does with one message: claim a batch, sample it, store or fail each request.
 
-A batch is every queued request for the same model that fits the token budget. When the device
-runs out of memory the batch is split in halves and each half retried; a single request that
-still does not fit fails with the reason.
+A batch is every queued request for the same model that fits the token budget, whatever their
+sampling settings. When the device runs out of memory the batch is split in halves and each half
+retried; a single request that still does not fit fails with the reason. The batch's results are
+stored in one transaction.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -21,14 +21,15 @@ from trainer_bridge.backends import (
     LoadedGenerator,
     Row,
     Sample,
+    SamplingParams,
     model_cache,
-    params_key,
 )
 from trainer_bridge.generation import (
     ClaimedRequest,
+    GenerationResult,
     generation_batch_claim,
     generation_request_fail,
-    generation_results_store,
+    generation_results_store_batch,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,14 +49,9 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def request_cost(generator: LoadedGenerator) -> Callable[[ClaimedRequest], int]:
+def request_cost(item: ClaimedRequest) -> int:
     """Tokens a request occupies in a batch: (prompt + new tokens) for each of its n samples."""
-
-    def cost(item: ClaimedRequest) -> int:
-        prompt = len(generator.encode_chat(item.messages))
-        return item.n * (prompt + int(item.params.get("max_new_tokens", 256)))
-
-    return cost
+    return item.n * (len(item.prompt_ids) + int(item.params.get("max_new_tokens", 256)))
 
 
 def process_generation(request_id: int) -> BatchReport:
@@ -72,7 +68,8 @@ def process_generation(request_id: int) -> BatchReport:
     claimed = generation_batch_claim(
         request_id=request_id,
         worker=worker_name(),
-        cost=request_cost(generator),
+        encode=generator.encode_chats,
+        cost=request_cost,
         token_budget=config["TOKEN_BUDGET"],
         max_requests=config["MAX_BATCH_REQUESTS"],
     )
@@ -85,13 +82,16 @@ def run_batch(
     report = BatchReport(requests=len(claimed))
     if not claimed:
         return report
+    # Rows of any sampling settings share one batch: the backend samples each row its own way.
     rows: list[tuple[ClaimedRequest, Row]] = []
-    prompt_tokens: dict[int, int] = {}
     for item in claimed:
-        ids = generator.encode_chat(item.messages)
-        prompt_tokens[item.id] = len(ids)
-        key = params_key({k: v for k, v in item.params.items()})
-        rows.extend((item, Row(prompt_ids=ids, params_key=key)) for _ in range(item.n))
+        ids = item.prompt_ids or generator.encode_chat(item.messages)
+        sampling = SamplingParams.from_request(item.params)
+        rows.extend(
+            (item, Row(prompt_ids=ids, sampling=sampling, sample_index=index))
+            for index in range(item.n)
+        )
+    prompt_tokens = {item.id: len(row.prompt_ids) for item, row in rows}
     report.rows = len(rows)
 
     samples: dict[int, list[Sample]] = {item.id: [] for item in claimed}
@@ -117,6 +117,7 @@ def run_batch(
 
     run(rows)
 
+    results: list[GenerationResult] = []
     for item in claimed:
         if item.id in failures:
             generation_request_fail(
@@ -124,16 +125,18 @@ def run_batch(
             )
             report.failed += 1
             continue
-        texts = [s.text for s in samples[item.id]]
-        tokens = sum(s.completion_tokens for s in samples[item.id])
-        stored = generation_results_store(
-            request_id=item.id,
-            attempt=item.attempt,
-            texts=texts,
-            prompt_tokens=prompt_tokens[item.id],
-            completion_tokens=tokens,
+        results.append(
+            GenerationResult(
+                request_id=item.id,
+                attempt=item.attempt,
+                texts=[s.text for s in samples[item.id]],
+                prompt_tokens=prompt_tokens[item.id],
+                completion_tokens=sum(s.completion_tokens for s in samples[item.id]),
+            )
         )
-        if stored:
+    stored = generation_results_store_batch(results=results)
+    for result in results:
+        if result.request_id in stored:
             report.done += 1
-            report.completion_tokens += tokens
+            report.completion_tokens += result.completion_tokens
     return report

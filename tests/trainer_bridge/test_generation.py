@@ -91,6 +91,55 @@ def test_one_batch_takes_every_queued_request_for_the_model(project, policy_vers
     assert set(GenerationRequest.objects.values_list("state", flat=True)) == {"done"}
 
 
+def test_requests_with_different_seeds_and_lengths_share_one_batch(project, policy_version, mocker):
+    from trainer_bridge.backends import LoadedGenerator
+
+    generate = mocker.spy(LoadedGenerator, "generate")
+    requests = [
+        _request(project, policy_version, text="Question 0?", seed=1, max_new_tokens=12),
+        _request(project, policy_version, text="Question 1?", seed=2, max_new_tokens=5),
+        _request(project, policy_version, text="Question 2?", seed=3, temperature=0.0),
+    ]
+    report = process_generation(requests[0].pk)
+    assert report.requests == 3 and report.rows == 6 and report.done == 3
+    assert generate.call_count == 1
+    requests[1].refresh_from_db()
+    assert requests[1].completion_tokens <= 2 * 5
+
+
+def test_a_seeded_request_gives_the_same_replies_alone_or_batched(project, policy_version):
+    def replies(request):
+        return list(request.outputs.order_by("output_index").values_list("text", flat=True))
+
+    alone = _request(project, policy_version, n=3, text="How do I plant tulips?", seed=42)
+    process_generation(alone.pk)
+    batched = _request(project, policy_version, n=3, text="How do I plant tulips?", seed=42)
+    others = [
+        _request(project, policy_version, text="Anything else?", seed=9, max_new_tokens=20),
+        _request(project, policy_version, n=4, text="A longer question about gardens?", seed=5),
+        _request(project, policy_version, text="Greedy, please.", temperature=0.0),
+    ]
+    report = process_generation(others[0].pk)
+    assert report.requests == 4
+    assert replies(batched) == replies(alone)
+    assert len(set(replies(alone))) > 1  # the n samples still differ from each other
+
+
+def test_claiming_and_storing_take_no_query_per_request(project, policy_version):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_for(count: int) -> int:
+        requests = [_request(project, policy_version, text=f"Q{count}-{i}?") for i in range(count)]
+        with CaptureQueriesContext(connection) as captured:
+            report = process_generation(requests[0].pk)
+        assert report.done == count
+        return len(captured)
+
+    process_generation(_request(project, policy_version, text="Load the model first.").pk)
+    assert queries_for(2) == queries_for(8)
+
+
 def test_token_budget_limits_the_batch(project, policy_version):
     requests = [_request(project, policy_version, text=f"Question {i}?") for i in range(4)]
     with generation_settings(TOKEN_BUDGET=60):
@@ -161,6 +210,29 @@ def test_results_of_a_superseded_attempt_are_dropped(project, policy_version):
         request_id=request.pk, attempt=1, texts=["late"], prompt_tokens=1, completion_tokens=1
     )
     assert not request.outputs.exists()
+
+
+def test_a_batch_store_skips_only_the_superseded_requests(project, policy_version):
+    from trainer_bridge.generation import GenerationResult, generation_results_store_batch
+
+    current, superseded = (_request(project, policy_version, text=t) for t in ("A?", "B?"))
+    GenerationRequest.objects.filter(pk__in=[current.pk, superseded.pk]).update(
+        state="running", started_at=timezone.now(), attempts=2
+    )
+    results = [
+        GenerationResult(
+            request_id=r.pk, attempt=attempt, texts=["x", "y"], prompt_tokens=3, completion_tokens=4
+        )
+        for r, attempt in ((current, 2), (superseded, 1))
+    ]
+    assert generation_results_store_batch(results=results) == {current.pk}
+    assert sorted(current.outputs.values_list("output_index", flat=True)) == [0, 1]
+    assert not superseded.outputs.exists()
+    # Storing again (a redelivered result) finds the request done and adds nothing.
+    assert generation_results_store_batch(results=results) == set()
+    assert Message.objects.filter(generation_request=current).count() == 2
+    current.refresh_from_db()
+    assert current.state == "done" and current.completion_tokens == 4
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -223,6 +224,11 @@ def run_client(*, port: int, token: str, slug: str, rounds: int, think: float) -
         elapsed = time.perf_counter() - started
         return response.status, (json.loads(raw) if raw else None), elapsed
 
+    # Trainers do not act in lockstep: start at a random moment within one think time, and
+    # vary each pause by +-50%, so the load is steady rather than 32 requests at once.
+    rng = random.Random(token)
+    if think:
+        time.sleep(rng.uniform(0, think))
     for _ in range(rounds):
         status, task, elapsed = post(f"/api/v1/projects/{slug}/tasks/next", {"kind": "ranking"})
         result.claims.append(elapsed)
@@ -234,7 +240,7 @@ def run_client(*, port: int, token: str, slug: str, rounds: int, think: float) -
             continue
         result.claimed.append(task["id"])
         if think:
-            time.sleep(think)
+            time.sleep(rng.uniform(0.5 * think, 1.5 * think))
         order = [[candidate["id"]] for candidate in task["candidates"]]
         status, body, elapsed = post(
             f"/api/v1/tasks/{task['id']}/submit",
@@ -368,8 +374,8 @@ def main() -> None:
     server = start_server(env, port=port, workers=args.workers)
     try:
         think = args.think_ms / 1000
-        # Warm the server processes (imports, connections) before timing anything.
-        run_phase(port=port, tokens=seeded["tokens"][:4], slug="bench", rounds=3, think=0)
+        # Warm every server thread (imports, database connections) before timing anything.
+        run_phase(port=port, tokens=seeded["tokens"][:16], slug="bench", rounds=4, think=0)
         baseline = run_phase(
             port=port, tokens=seeded["tokens"][:1], slug="bench", rounds=args.baseline_rounds,
             think=think,

@@ -499,4 +499,6 @@
     contextChanged();
   }
   if (!document.getElementById("demo-errors")) els.editor.focus({ preventScroll: true });
+  // Tells browser tests (and anything scripted) that the editor's handlers are in place.
+  document.documentElement.dataset.demoReady = "true";
 })();

@@ -18,6 +18,11 @@ SCREENSHOT = SCREENSHOT_DIR / "screenshot-demonstration.png"
 DRAFT_TIMEOUT_MS = 120_000
 
 
+def editor_ready(page) -> None:
+    """Wait until the page's script has wired the editor (it loads deferred)."""
+    page.locator("html[data-demo-ready='true']").wait_for(state="attached")
+
+
 def test_two_exchanges_with_one_edited_draft_survive_a_reload(
     page, start_celery_worker, tiny_model_paths
 ):
@@ -46,6 +51,7 @@ def test_two_exchanges_with_one_edited_draft_survive_a_reload(
     page.goto("/p/alpha/")
     page.get_by_role("button", name="Write a demonstration").click()
     expect(page.get_by_role("heading", name="Write a demonstration")).to_be_visible()
+    editor_ready(page)
     task = Task.objects.get(kind="demonstration", assignee=trainer)
     editor = page.locator("#demo-editor")
     status = page.locator("#demo-save-status")
@@ -75,6 +81,7 @@ def test_two_exchanges_with_one_edited_draft_survive_a_reload(
     editor.fill(question)
     expect(status).to_have_attribute("data-state", "saved", timeout=15_000)
     page.reload()
+    editor_ready(page)
     expect(page.locator("#demo-turns > li")).to_have_count(1)
     expect(page.locator("#demo-turns > li .turn-body")).to_have_text(draft_text + added)
     expect(editor).to_have_value(question)
@@ -123,6 +130,7 @@ def test_turns_can_be_edited_and_deleted_and_bad_ones_are_refused(page):
     trainer = MembershipFactory(project=project, user=UserFactory(username="tina")).user
     log_in(page, "tina", "pw-for-tests")
     page.get_by_role("button", name="Write a demonstration").click()  # from the home page
+    editor_ready(page)
     editor = page.locator("#demo-editor")
     turns = page.locator("#demo-turns > li")
     problem = page.locator("#demo-editor-error")

@@ -183,11 +183,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(env: dict, *, port: int, workers: int) -> subprocess.Popen:
+def start_server(env: dict, *, port: int, workers: int, threads: int) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "gunicorn", "config.wsgi:application",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--worker-class", "gthread",
-        "--threads", "4", "--log-level", "warning", "--timeout", "60",
+        "--threads", str(threads), "--log-level", "warning", "--timeout", "60",
     ]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603 (our own fixed command)
     deadline = time.monotonic() + 60
@@ -336,6 +336,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40, help="claim+submit rounds per client")
     parser.add_argument("--baseline-rounds", type=int, default=100)
     parser.add_argument("--workers", type=int, default=3, help="gunicorn processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn process")
     parser.add_argument(
         "--think-ms", type=float, default=0.0, help="pause between claim and submit"
     )
@@ -371,7 +372,7 @@ def main() -> None:
     connections.close_all()
 
     port = free_port()
-    server = start_server(env, port=port, workers=args.workers)
+    server = start_server(env, port=port, workers=args.workers, threads=args.threads)
     try:
         think = args.think_ms / 1000
         # Warm every server thread (imports, database connections) before timing anything.
@@ -390,7 +391,10 @@ def main() -> None:
     integrity = check_integrity([baseline, loaded])
     connections.close_all()
     print()
-    print(f"gunicorn: {args.workers} processes x 4 threads; think time {args.think_ms:.0f} ms")
+    print(
+        f"gunicorn: {args.workers} processes x {args.threads} threads; "
+        f"think time {args.think_ms:.0f} ms"
+    )
     print(
         f"{'phase':<10} {'clients':>7} {'requests':>8} {'req/s':>9} {'claim p50':>9} "
         f"{'claim p99':>9} {'submit p50':>9} {'sub. p99':>9}   (latencies in ms)"

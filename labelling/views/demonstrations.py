@@ -21,12 +21,12 @@ from annotations.selectors import thread_to
 from labelling import demonstrations as demo
 from labelling.assignment import (
     TaskConflict,
-    task_claim_next,
     task_for_member,
     task_skip,
     task_submit,
 )
 from labelling.models import PromptReport, Task
+from labelling.views.pages import claim_for_page
 from trainer_bridge.generation import queue_position
 
 PAGE = "labelling/demonstration.html"
@@ -45,14 +45,14 @@ def _demonstration_task(request: HttpRequest, task_id: int) -> Task:
 
 
 def _claim(request: HttpRequest, project) -> HttpResponse:
-    try:
-        task = task_claim_next(project=project, user=request.user, kind=Task.Kind.DEMONSTRATION)
-    except TaskConflict as exc:
-        messages.warning(request, exc.message)
-        return redirect("project-detail", slug=project.slug)
-    if task is None:
-        messages.info(request, "No demonstration tasks are left in this project.")
-        return redirect("project-detail", slug=project.slug)
+    task = claim_for_page(
+        request,
+        project,
+        Task.Kind.DEMONSTRATION,
+        none_left="No demonstration tasks are left in this project.",
+    )
+    if isinstance(task, HttpResponse):
+        return task
     if not task.autosave:
         # Scratch turns from an earlier holder whose autosave was not handed on.
         with transaction.atomic():

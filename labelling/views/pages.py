@@ -9,8 +9,26 @@ from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.authtoken.models import Token
 
 from annotations.access import project_for_member
-from annotations.models import GenerationRequest
+from annotations.models import GenerationRequest, Project
+from labelling.assignment import TaskConflict, task_claim_next
+from labelling.models import Task
 from labelling.selectors import project_queues, projects_with_queues
+
+
+def claim_for_page(
+    request: HttpRequest, project: Project, kind: str, *, none_left: str
+) -> Task | HttpResponse:
+    """Claim the user's next task of `kind` for a page, or a redirect to the project page with
+    the reason (at the open-task limit, or nothing left)."""
+    try:
+        task = task_claim_next(project=project, user=request.user, kind=kind)
+    except TaskConflict as exc:
+        messages.warning(request, exc.message)
+        return redirect("project-detail", slug=project.slug)
+    if task is None:
+        messages.info(request, none_left)
+        return redirect("project-detail", slug=project.slug)
+    return task
 
 
 @login_required

@@ -25,6 +25,7 @@ from labelling.assignment import (
 from labelling.comparisons import comparison_create
 from labelling.models import Task
 from labelling.rankings import RankingView, ranking_view
+from labelling.views.pages import claim_for_page
 
 TEMPLATE = "labelling/rank.html"
 # More turns than this and the earlier ones fold away; the last two always stay open.
@@ -51,15 +52,14 @@ def _ranking_task(request: HttpRequest, task_id: int) -> Task:
 
 def _go_to_next(request: HttpRequest, task: Task) -> HttpResponse:
     """Claim the next set for the trainer and open it, or go back to the project page."""
-    project = task.project
-    try:
-        following = task_claim_next(project=project, user=request.user, kind=Task.Kind.RANKING)
-    except TaskConflict as exc:
-        messages.warning(request, exc.message)
-        return redirect("project-detail", slug=project.slug)
-    if following is None:
-        messages.info(request, "No more sets are waiting for you to rank in this project.")
-        return redirect("project-detail", slug=project.slug)
+    following = claim_for_page(
+        request,
+        task.project,
+        Task.Kind.RANKING,
+        none_left="No more sets are waiting for you to rank in this project.",
+    )
+    if isinstance(following, HttpResponse):
+        return following
     return redirect("rank-task", task_id=following.pk)
 
 

@@ -264,15 +264,7 @@ def _scratch_path(
                 raise ValidationError(
                     {f"turns[{i}].draft_id": "That draft was written for another dialogue."}
                 )
-            found = message_add(
-                parent=parent,
-                role=turn.role,
-                text=turn.text,
-                author_user=user,
-                draft=draft,
-                draft_edit_distance=edit_distance(draft.text, turn.text) if draft else None,
-                meta={SCRATCH_KEY: task.pk},
-            )
+            found = _add_turn(parent, turn, user=user, draft=draft, meta={SCRATCH_KEY: task.pk})
         path.append(found)
         parent = found
     return path
@@ -437,14 +429,7 @@ def demonstration_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> d
         if parent is None:
             _, parent = conversation_start(project=task.project, text=turn.text, created_by=user)
         else:
-            parent = message_add(
-                parent=parent,
-                role=turn.role,
-                text=turn.text,
-                author_user=user,
-                draft=draft,
-                draft_edit_distance=edit_distance(draft.text, turn.text) if draft else None,
-            )
+            parent = _add_turn(parent, turn, user=user, draft=draft)
         written.append(parent)
     for message in reused:
         message.meta = {k: v for k, v in message.meta.items() if k != SCRATCH_KEY}
@@ -568,6 +553,20 @@ def demonstration_on_skip(
         )
     if not task.project.keep_autosave_on_expiry:
         scratch_prune(task)
+
+
+def _add_turn(parent: Message, turn, *, user, draft: Message | None, meta: dict | None = None):
+    """A human-written turn under `parent`, keeping the draft it started from and the edit
+    distance between the two."""
+    return message_add(
+        parent=parent,
+        role=turn.role,
+        text=turn.text,
+        author_user=user,
+        draft=draft,
+        draft_edit_distance=edit_distance(draft.text, turn.text) if draft else None,
+        meta=meta,
+    )
 
 
 register_task_kind(

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404
 
 from annotations.models import GenerationRequest, Membership, Project
@@ -49,9 +49,17 @@ def projects_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Projec
 def role_in_project(user: AbstractBaseUser | AnonymousUser, project: Project) -> str | None:
     if not user.is_authenticated:
         return None
-    role = (
-        Membership.objects.filter(user=user, project=project).values_list("role", flat=True).first()
-    )
+    # project_for_member reads the role with the project; later checks in the same request
+    # (the service re-checking what the view checked) reuse it instead of asking again.
+    known = getattr(project, "_member_role", None)
+    if known is not None and known[0] == user.pk:
+        role = known[1]
+    else:
+        role = (
+            Membership.objects.filter(user=user, project=project)
+            .values_list("role", flat=True)
+            .first()
+        )
     if role is None and user.is_superuser:
         return Role.LEAD
     return role
@@ -79,10 +87,11 @@ def project_for_member(
     With `capability`, a member whose role lacks it gets AccessDenied (views turn it into 403):
     they already know the project exists.
     """
-    try:
-        project = projects_for_user(user).get(slug=slug)
-    except Project.DoesNotExist:
-        raise Http404("No such project.") from None
+    role = Membership.objects.filter(project=OuterRef("pk"), user_id=user.pk).values("role")[:1]
+    project = projects_for_user(user).filter(slug=slug).annotate(member_role=Subquery(role)).first()
+    if project is None:
+        raise Http404("No such project.")
+    project._member_role = (user.pk, project.member_role)
     if capability is not None and not can(user, project, capability):
         raise AccessDenied(project, capability)
     return project

@@ -6,7 +6,9 @@ from annotations.models import Message, Project
 
 
 def thread_to(message: Message) -> list[Message]:
-    """The messages from the root down to `message`, in order, in one query."""
+    """The messages from the root down to `message`, in order, in one query (none for a root)."""
+    if message.parent_id is None:
+        return [message]
     by_id = {
         m.pk: m
         for m in Message.objects.filter(

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -25,6 +26,7 @@ from django.utils import timezone
 
 from annotations.access import AccessDenied, can, projects_for_user
 from annotations.models import Project
+from labelling.claim_query import first_locked
 from labelling.models import Task, TaskSkip
 from labelling.services import RELEASE_FIELDS, task_release
 
@@ -45,7 +47,9 @@ class TaskKind:
     """What one kind of task adds to the shared lifecycle."""
 
     kind: str
-    # Narrow and order the open tasks of a project that `user` may be given.
+    # Narrow and order the open tasks of a project that `user` may be given. The claim compiles
+    # this once per process with stand-in ids, so it may use the user only through `user.pk`
+    # and nothing that changes between calls (no timestamps).
     eligible: Callable[[QuerySet[Task], AbstractBaseUser], QuerySet[Task]]
     # Store the submission (raising ValidationError on bad input); returns ids for Task.result.
     submit: Callable[..., dict]
@@ -100,33 +104,47 @@ def not_skipped_by(queryset: QuerySet[Task], user: AbstractBaseUser) -> QuerySet
     return queryset.exclude(Exists(TaskSkip.objects.filter(task=OuterRef("pk"), user=user)))
 
 
+def eligible_tasks(handler: TaskKind, project: Project, user: AbstractBaseUser) -> QuerySet[Task]:
+    """The open tasks of the kind `user` may get, best first, locked with SKIP LOCKED."""
+    candidates = Task.objects.select_for_update(skip_locked=True, of=("self",)).filter(
+        project=project, kind=handler.kind, state=Task.State.OPEN
+    )
+    return handler.eligible(not_skipped_by(candidates, user), user)
+
+
 @transaction.atomic
 def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> Task | None:
     """The task of `kind` the user holds, or the next one for them, leased; None if none is left."""
     if not can(user, project, "annotate"):
         raise AccessDenied(project, "annotate")
     handler = task_kind(kind)
-    held = held_tasks(project=project, user=user)
-    current = held.filter(kind=kind).order_by("assigned_at", "id").first()
+    # A trainer holds a handful of tasks at most: one read answers both "do I hold one of this
+    # kind?" and "am I at my limit?".
+    held = list(held_tasks(project=project, user=user).order_by("assigned_at", "id"))
+    current = next((task for task in held if task.kind == kind), None)
     if current is not None:
+        current.project = project
         current.lease_expires_at = lease_deadline(project)
         current.save(update_fields=["lease_expires_at"])
         return current
-    if held.count() >= project.max_open_tasks:
+    if len(held) >= project.max_open_tasks:
         raise TaskConflict(
             f"You already hold {project.max_open_tasks} open tasks in this project; "
             "finish or skip one first.",
             code="task_limit",
         )
-    candidates = Task.objects.select_for_update(skip_locked=True, of=("self",)).filter(
-        project=project, kind=kind, state=Task.State.OPEN
+    task = first_locked(
+        handler.kind,
+        partial(eligible_tasks, handler),
+        project=project,
+        user=user,
     )
-    task = handler.eligible(not_skipped_by(candidates, user), user).first()
     if task is None and handler.supply is not None:
         task = handler.supply(project, user)
     if task is None:
         return None
     now = timezone.now()
+    task.project = project
     task.state = Task.State.ASSIGNED
     task.assignee = user
     task.assigned_at = now

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from annotations.models import Message, Project, Ranking, RankingCandidate, RankingSet
 from annotations.rankings import ranking_set_finalize
@@ -43,28 +43,22 @@ def ranking_tasks_eligible(queryset: QuerySet[Task], user: AbstractBaseUser) -> 
     """Open ranking tasks `user` may get, sets that already have rankings first.
 
     A trainer never ranks a set twice, never ranks a set whose context or candidates they wrote,
-    and is not offered a set they passed on. Exists() subqueries rather than joins with GROUP BY:
-    the claim locks the rows with FOR UPDATE, which forbids aggregation.
+    and is not offered a set they passed on. Three lookups cover that, because of what the
+    lifecycle keeps true: a set is assembled with everyone who wrote its thread or a candidate in
+    `RankingSet.authors` and only then gets tasks; every ranking of such a set comes through a
+    task that keeps its trainer as assignee; and a set's open tasks are cancelled when it stops
+    collecting. Each lookup is its own NOT EXISTS, which PostgreSQL turns into an anti-join that
+    probes an index per task walked, however long the trainer's history.
     """
     set_ref = OuterRef("ranking_set_id")
     authored = RankingSet.authors.through.objects.filter(rankingset_id=set_ref, user_id=user.pk)
-    wrote_a_candidate = RankingCandidate.objects.filter(
-        ranking_set_id=set_ref, message__author_user_id=user.pk
-    )
-    ranked = Ranking.objects.filter(ranking_set_id=set_ref, annotator_id=user.pk)
     # Any task of the set the user holds or finished (an open task has no assignee).
     held = Task.objects.filter(ranking_set_id=set_ref, assignee_id=user.pk)
     skipped = TaskSkip.objects.filter(task__ranking_set_id=set_ref, user_id=user.pk)
     return (
-        queryset.filter(ranking_set__state=RankingSet.State.COLLECTING)
-        .exclude(ranking_set__context__author_user_id=user.pk)
-        .exclude(
-            Exists(authored)
-            | Exists(wrote_a_candidate)
-            | Exists(ranked)
-            | Exists(held)
-            | Exists(skipped)
-        )
+        queryset.exclude(Exists(authored))
+        .exclude(Exists(held))
+        .exclude(Exists(skipped))
         # Task.priority mirrors the set's rankings_count, so the claim walks the task_claim_order
         # index and stops at the first eligible slot instead of sorting every open task.
         .order_by("-priority", "id")
@@ -96,15 +90,18 @@ class RankingView:
 
 
 def ranking_view(task: Task) -> RankingView:
-    ranking_set = RankingSet.objects.select_related("context", "project").get(
-        pk=task.ranking_set_id
-    )
-    by_id = {
-        entry.message_id: entry.message
-        for entry in RankingCandidate.objects.filter(ranking_set=ranking_set).select_related(
-            "message"
+    # One query: the candidates with their messages, and through them the set and its context.
+    entries = list(
+        RankingCandidate.objects.filter(ranking_set_id=task.ranking_set_id).select_related(
+            "message", "ranking_set__context"
         )
-    }
+    )
+    if entries:
+        ranking_set = entries[0].ranking_set
+    else:
+        ranking_set = RankingSet.objects.select_related("context").get(pk=task.ranking_set_id)
+    ranking_set.project = task.project
+    by_id = {entry.message_id: entry.message for entry in entries}
     order = candidate_order_for(
         ranking_set_id=ranking_set.pk,
         viewer_id=task.assignee_id or -task.pk,
@@ -228,11 +225,16 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
     """
     ranking_set = (
         RankingSet.objects.select_for_update(of=("self",))
-        .select_related("project", "context")
+        .select_related("context")
         .get(pk=task.ranking_set_id)
     )
+    ranking_set.project = task.project
     if ranking_set.state == RankingSet.State.CANCELLED:
         raise TaskConflict("This ranking set was cancelled by a lead.", code="set_cancelled")
+    if ranking_set.state != RankingSet.State.COLLECTING:
+        raise TaskConflict(
+            "This ranking set already has all the rankings it needs.", code="set_not_collecting"
+        )
     if Ranking.objects.filter(ranking_set=ranking_set, annotator=user).exists():
         raise TaskConflict("You have already ranked this set.", code="already_ranked")
 
@@ -283,8 +285,9 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
         rewrite=rewrite,
         time_spent_ms=cleaned["time_spent_ms"],
     )
-    RankingSet.objects.filter(pk=ranking_set.pk).update(rankings_count=F("rankings_count") + 1)
-    ranking_set.refresh_from_db(fields=["rankings_count"])
+    # The set's row is locked, so counting up in Python cannot lose a concurrent ranking.
+    ranking_set.rankings_count += 1
+    ranking_set.save(update_fields=["rankings_count"])
     Task.objects.filter(ranking_set=ranking_set, kind=KIND, state=Task.State.OPEN).update(
         priority=ranking_set.rankings_count
     )

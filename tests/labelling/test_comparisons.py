@@ -4,12 +4,20 @@ import logging
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
-from annotations.models import GenerationRequest, Message, RankingCandidate, RankingSet
+from annotations.models import (
+    GenerationRequest,
+    Membership,
+    Message,
+    RankingCandidate,
+    RankingSet,
+)
 from annotations.services import conversation_start, message_add
 from labelling import tasks
+from labelling.assignment import task_claim_next
 from labelling.comparisons import (
     comparison_assemble,
     comparison_context_pick,
@@ -287,6 +295,13 @@ def test_assembly_makes_k_shuffled_candidates_n_tasks_and_records_authors(
     # Again: nothing changes.
     assert comparison_assemble(ranking_set=ranking_set) is True
     assert ranking_set.entries.count() == 4 and ranking_tasks.count() == 3
+
+    # Neither writer is offered the set; anyone else is.
+    for username in ("wanda", "hugo", "rita"):
+        user = User.objects.filter(username=username).first() or UserFactory(username=username)
+        Membership.objects.get_or_create(project=project, user=user, defaults={"role": "trainer"})
+        task = task_claim_next(project=project, user=user, kind="ranking")
+        assert (task is not None) == (username == "rita"), username
 
 
 def test_the_human_reply_is_left_out_unless_the_project_asks(project, one_context_of_each_kind):

@@ -37,6 +37,8 @@ def make_ranking_set(
     """A set as labelling.comparisons makes one: a context, K candidates, N open ranking tasks.
 
     The context has `turns` messages alternating user / assistant and ending with a user turn.
+    As assembly does, the writers of the thread and of the candidates are recorded as authors
+    (with `authors` besides), and only a set collecting rankings gets open tasks.
     """
     conversation = Conversation.objects.create(project=project, source=Conversation.Source.PROMPT)
     parent = None
@@ -68,6 +70,9 @@ def make_ranking_set(
         RankingCandidate.objects.create(
             ranking_set=ranking_set, message=candidate, position=position
         )
+    ranking_set.authors.add(*{context_author, candidate_author} - {None})
+    if state != RankingSet.State.COLLECTING:
+        return ranking_set
     for _ in range(tasks if tasks is not None else needed):
         Task.objects.create(project=project, kind=Task.Kind.RANKING, ranking_set=ranking_set)
     return ranking_set
@@ -148,8 +153,7 @@ def test_authors_never_get_their_own_sets(project):
     assert not own_candidate.candidates.filter(author_user=candidate_writer).exists()
 
     # With only their own sets left, an author gets nothing rather than their own work.
-    RankingSet.objects.exclude(authors=author).update(state=RankingSet.State.CANCELLED)
-    Task.objects.filter(assignee=author).update(state=Task.State.DONE)
+    Task.objects.exclude(ranking_set__authors=author).update(state=Task.State.CANCELLED)
     assert claim(project, author) is None
     assert claim(project, other).ranking_set.authors.filter(pk=author.pk).exists()
 
@@ -382,3 +386,15 @@ def test_a_cancelled_set_refuses_rankings(project, trainer):
         rank(task, trainer)
     assert caught.value.code == "set_cancelled"
     assert Ranking.objects.count() == 0
+
+
+def test_a_complete_set_takes_no_more_rankings(project):
+    first, second = trainers(project, 2)
+    ranking_set = make_ranking_set(project, needed=1, tasks=2)
+    task = claim(project, first)
+    late = claim(project, second)
+    rank(task, first)
+    with pytest.raises(TaskConflict) as caught:
+        rank(late, second)
+    assert caught.value.code == "set_not_collecting"
+    assert Ranking.objects.filter(ranking_set=ranking_set).count() == 1

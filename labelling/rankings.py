@@ -226,6 +226,11 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
     ranking_set = (
         RankingSet.objects.select_for_update(of=("self",))
         .select_related("context")
+        .annotate(
+            ranked_by_user=Exists(
+                Ranking.objects.filter(ranking_set=OuterRef("pk"), annotator_id=user.pk)
+            )
+        )
         .get(pk=task.ranking_set_id)
     )
     ranking_set.project = task.project
@@ -235,13 +240,13 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
         raise TaskConflict(
             "This ranking set already has all the rankings it needs.", code="set_not_collecting"
         )
-    if Ranking.objects.filter(ranking_set=ranking_set, annotator=user).exists():
+    if ranking_set.ranked_by_user:
         raise TaskConflict("You have already ranked this set.", code="already_ranked")
 
     candidate_ids = set(
-        RankingCandidate.objects.filter(ranking_set=ranking_set).values_list(
-            "message_id", flat=True
-        )
+        RankingCandidate.objects.filter(ranking_set_id=ranking_set.pk)
+        .order_by()
+        .values_list("message_id", flat=True)
     )
     allowed_flags = [label["name"] for label in flag_labels(ranking_set.project)]
     errors: dict[str, list[str]] = {}

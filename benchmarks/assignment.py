@@ -324,15 +324,12 @@ def run_clients(port: int, tokens: list[str], slug: str, rounds: int, think: flo
     return results
 
 
-# Clients per load-generating process. Real trainers sit at their own machines; 32 client
-# threads in one interpreter would queue for its lock and add that wait to the latencies.
-CLIENTS_PER_PROCESS = 8
-
-
-def run_phase(*, port: int, tokens: list[str], slug: str, rounds: int, think: float) -> dict:
-    groups = [
-        tokens[i : i + CLIENTS_PER_PROCESS] for i in range(0, len(tokens), CLIENTS_PER_PROCESS)
-    ]
+def run_phase(
+    *, port: int, tokens: list[str], slug: str, rounds: int, think: float, processes: int = 1
+) -> dict:
+    """The clients as threads spread over `processes` load-generating processes."""
+    processes = max(1, min(processes, len(tokens)))
+    groups = [tokens[i::processes] for i in range(processes)]
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(len(groups)) as pool:
         per_group = pool.starmap(
@@ -421,6 +418,12 @@ def main() -> None:
         default=1000.0,
         help="pause between claim and submit (a trainer reading the replies; 0: no pause)",
     )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="processes the client threads are spread over (they share the server's cores)",
+    )
     parser.add_argument("--keep-db", action="store_true", help="leave the database afterwards")
     parser.add_argument(
         "--reuse-db",
@@ -480,8 +483,9 @@ def main() -> None:
             think=think,
         )  # fmt: skip
         loaded = run_phase(
-            port=port, tokens=seeded["tokens"], slug="bench", rounds=args.rounds, think=think
-        )
+            port=port, tokens=seeded["tokens"], slug="bench", rounds=args.rounds, think=think,
+            processes=args.client_processes,
+        )  # fmt: skip
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

@@ -59,6 +59,9 @@ class TaskKind:
     supply: Callable[[Project, AbstractBaseUser], Task | None] | None = None
     # Called inside the skip transaction, e.g. to file a report about the prompt.
     on_skip: Callable[..., None] | None = None
+    # Called inside the claim transaction when a task is handed to a new holder, e.g. to clear
+    # what an earlier holder whose lease ran out left behind.
+    on_claim: Callable[[Task], None] | None = None
 
 
 KINDS: dict[str, TaskKind] = {}
@@ -150,6 +153,8 @@ def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> T
     task.assigned_at = now
     task.lease_expires_at = lease_deadline(project)
     task.save(update_fields=["state", "assignee", "assigned_at", "lease_expires_at"])
+    if handler.on_claim is not None:
+        handler.on_claim(task)
     return task
 
 

@@ -13,8 +13,9 @@ turn. On submit the scratch turns holding the submitted ones become the stored d
 removed, authored by the submitter), so every draft, taken or not, stays a model-written sibling
 of the reply the trainer wrote; scratch the submission did not use (earlier versions of edited
 turns, with their drafts) is deleted. A skip deletes the task's scratch unless the
-project hands autosaves on; after an expired lease it stays marked until the task is next claimed
-through the page or submitted. Exports must leave out anything marked `scratch_for_task`.
+project hands autosaves on; after an expired lease it stays marked until the task is next
+claimed (page or API), which deletes it unless the autosave was handed on too. Exports must
+leave out anything marked `scratch_for_task`.
 """
 
 from __future__ import annotations
@@ -569,6 +570,15 @@ def _add_turn(parent: Message, turn, *, user, draft: Message | None, meta: dict 
     )
 
 
+def demonstration_on_claim(task: Task) -> None:
+    """Drop scratch turns an earlier holder left, unless their autosave was handed on with them.
+
+    Without the autosave nobody can continue those turns; with it, the new holder resumes them.
+    """
+    if not task.autosave:
+        scratch_prune(task)
+
+
 register_task_kind(
     TaskKind(
         kind=KIND,
@@ -577,5 +587,6 @@ register_task_kind(
         describe=demonstration_describe,
         supply=demonstration_supply,
         on_skip=demonstration_on_skip,
+        on_claim=demonstration_on_claim,
     )
 )

@@ -8,7 +8,6 @@ import re
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
@@ -53,10 +52,6 @@ def _claim(request: HttpRequest, project) -> HttpResponse:
     )
     if isinstance(task, HttpResponse):
         return task
-    if not task.autosave:
-        # Scratch turns from an earlier holder whose autosave was not handed on.
-        with transaction.atomic():
-            demo.scratch_prune(task)
     return redirect("demonstration", task_id=task.pk)
 
 

@@ -224,6 +224,27 @@ def test_an_expired_lease_returns_the_task_with_or_without_its_autosave(project,
         )
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_next_holder_inherits_scratch_turns_only_with_the_autosave(
+    project, trainer, draft_model, keep
+):
+    project.keep_autosave_on_expiry = keep
+    project.save(update_fields=["keep_autosave_on_expiry"])
+    _prompt(project, "Plan a day in Lisbon.")
+    task = _claim(project, trainer)
+    _autosave(task, trainer, [_turn("assistant", "Start in Belem."), _turn("user", "Food?")])
+    demo.demonstration_draft_request(task_id=task.pk, user=trainer)
+    assert _scratch_left(task) == 2
+    Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    task_leases_expire()
+
+    # The service the API calls, not only the page, clears what nobody can continue.
+    again = _claim(project, _trainer(project, "otto"))
+    assert again == task
+    assert _scratch_left(task) == (2 if keep else 0)
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(

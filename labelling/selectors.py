@@ -4,11 +4,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef
 
 from annotations.access import capabilities_of, projects_for_user
-from annotations.models import GenerationRequest, Membership, Project, RankingSet
-from labelling.models import Task
+from annotations.models import Conversation, GenerationRequest, Membership, Project, RankingSet
+from labelling.models import PromptReport, Task
+from labelling.reviews import KEEPS_OUT
 
 
 @dataclass
@@ -51,15 +52,16 @@ def projects_with_queues(
         .annotate(n=Count("id"))
         .values_list("project_id", "n")
     )
+    # A prompt with an open or upheld report is out of the pool until a lead dismisses it.
+    reported = PromptReport.objects.filter(
+        message__conversation=OuterRef("pk"), message__parent=None, state__in=KEEPS_OUT
+    )
     pool = dict(
-        Project.objects.filter(pk__in=ids)
-        .annotate(
-            n=Count(
-                "conversations",
-                filter=Q(conversations__source="prompt"),
-            )
-        )
-        .values_list("pk", "n")
+        Conversation.objects.filter(project_id__in=ids, source=Conversation.Source.PROMPT)
+        .exclude(Exists(reported))
+        .values("project_id")
+        .annotate(n=Count("id"))
+        .values_list("project_id", "n")
     )
     collecting = dict(
         RankingSet.objects.filter(project_id__in=ids, state=RankingSet.State.COLLECTING)

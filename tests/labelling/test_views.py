@@ -5,6 +5,7 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
+from labelling.models import PromptReport
 from tests.factories import MembershipFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -96,8 +97,10 @@ def test_pages_carry_csrf_for_htmx(client, trainer):
 def test_home_shows_queue_counts(client, project, trainer):
     from annotations.services import conversation_start
 
-    for text in ("one", "two", "three"):
-        conversation_start(project=project, text=text, source="prompt")
+    for text in ("one", "two", "three", "spam"):
+        _, root = conversation_start(project=project, text=text, source="prompt")
+    # A reported prompt leaves the pool while its report is open.
+    PromptReport.objects.create(project=project, message=root, reason="spam")
     other = ProjectFactory(slug="beta", name="Beta")
     MembershipFactory(project=other, user=trainer, role="trainer")
     client.force_login(trainer)

@@ -135,6 +135,18 @@ def _scratch_left(task) -> int:
     )
 
 
+def _task_with_scratch(project, trainer, *, keep_autosave: bool) -> Task:
+    """A claimed seed-prompt task with two turns autosaved and stored as scratch by a draft."""
+    project.keep_autosave_on_expiry = keep_autosave
+    project.save(update_fields=["keep_autosave_on_expiry"])
+    _prompt(project, "Plan a day in Lisbon.")
+    task = _claim(project, trainer)
+    _autosave(task, trainer, [_turn("assistant", "Start in Belem."), _turn("user", "Food?")])
+    demo.demonstration_draft_request(task_id=task.pk, user=trainer)
+    assert _scratch_left(task) == 2
+    return task
+
+
 # ---------------------------------------------------------------- claiming
 
 
@@ -229,13 +241,7 @@ def test_an_expired_lease_returns_the_task_with_or_without_its_autosave(project,
 def test_the_next_holder_inherits_scratch_turns_only_with_the_autosave(
     project, trainer, draft_model, keep
 ):
-    project.keep_autosave_on_expiry = keep
-    project.save(update_fields=["keep_autosave_on_expiry"])
-    _prompt(project, "Plan a day in Lisbon.")
-    task = _claim(project, trainer)
-    _autosave(task, trainer, [_turn("assistant", "Start in Belem."), _turn("user", "Food?")])
-    demo.demonstration_draft_request(task_id=task.pk, user=trainer)
-    assert _scratch_left(task) == 2
+    task = _task_with_scratch(project, trainer, keep_autosave=keep)
     Task.objects.filter(pk=task.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     task_leases_expire()
 
@@ -531,13 +537,7 @@ def test_a_blank_task_with_drafts_keeps_its_scratch_conversation(project, traine
 @pytest.mark.django_db
 @pytest.mark.parametrize("keep", [False, True])
 def test_skipping_drops_scratch_unless_autosaves_are_handed_on(project, trainer, draft_model, keep):
-    project.keep_autosave_on_expiry = keep
-    project.save(update_fields=["keep_autosave_on_expiry"])
-    _prompt(project, "Seed")
-    task = _claim(project, trainer)
-    _autosave(task, trainer, [_turn("assistant", "One"), _turn("user", "Two")])
-    demo.demonstration_draft_request(task_id=task.pk, user=trainer)
-    assert _scratch_left(task) == 2
+    task = _task_with_scratch(project, trainer, keep_autosave=keep)
 
     task_skip(task_id=task.pk, user=trainer)
     assert _scratch_left(task) == (2 if keep else 0)

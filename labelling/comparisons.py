@@ -42,6 +42,7 @@ from annotations.models import (
 from annotations.selectors import thread_to
 from labelling.demonstrations import SCRATCH_KEY
 from labelling.models import PromptReport, Task
+from labelling.reviews import KEEPS_OUT
 from trainer_bridge.generation import generation_request_create
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def comparison_contexts_eligible(*, project: Project, kind: str) -> QuerySet[Mes
         raise ValueError(f"Unknown context kind {kind!r}; use one of {', '.join(CONTEXT_KINDS)}.")
     reported = PromptReport.objects.filter(
         message__conversation_id=OuterRef("conversation_id"),
-        state__in=[PromptReport.State.OPEN, PromptReport.State.UPHELD],
+        state__in=KEEPS_OUT,
     )
     contexts = Message.objects.filter(
         conversation__project=project,

@@ -44,15 +44,13 @@ def _demonstration_task(request: HttpRequest, task_id: int) -> Task:
 
 
 def _claim(request: HttpRequest, project) -> HttpResponse:
-    task = claim_for_page(
+    return claim_for_page(
         request,
         project,
         Task.Kind.DEMONSTRATION,
+        page="demonstration",
         none_left="No demonstration tasks are left in this project.",
     )
-    if isinstance(task, HttpResponse):
-        return task
-    return redirect("demonstration", task_id=task.pk)
 
 
 @login_required

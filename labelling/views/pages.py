@@ -11,15 +11,14 @@ from rest_framework.authtoken.models import Token
 from annotations.access import project_for_member
 from annotations.models import GenerationRequest, Project
 from labelling.assignment import TaskConflict, task_claim_next
-from labelling.models import Task
 from labelling.selectors import project_queues, projects_with_queues
 
 
 def claim_for_page(
-    request: HttpRequest, project: Project, kind: str, *, none_left: str
-) -> Task | HttpResponse:
-    """Claim the user's next task of `kind` for a page, or a redirect to the project page with
-    the reason (at the open-task limit, or nothing left)."""
+    request: HttpRequest, project: Project, kind: str, *, page: str, none_left: str
+) -> HttpResponse:
+    """Claim the user's next task of `kind` and open it on the page named `page`; or go back to
+    the project page with the reason (at the open-task limit, or nothing left)."""
     try:
         task = task_claim_next(project=project, user=request.user, kind=kind)
     except TaskConflict as exc:
@@ -28,7 +27,7 @@ def claim_for_page(
     if task is None:
         messages.info(request, none_left)
         return redirect("project-detail", slug=project.slug)
-    return task
+    return redirect(page, task_id=task.pk)
 
 
 @login_required

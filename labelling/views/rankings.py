@@ -16,7 +16,6 @@ from annotations.access import project_for_member
 from labelling.assignment import (
     TaskConflict,
     task_autosave,
-    task_claim_next,
     task_for_member,
     task_renew,
     task_skip,
@@ -52,15 +51,13 @@ def _ranking_task(request: HttpRequest, task_id: int) -> Task:
 
 def _go_to_next(request: HttpRequest, task: Task) -> HttpResponse:
     """Claim the next set for the trainer and open it, or go back to the project page."""
-    following = claim_for_page(
+    return claim_for_page(
         request,
         task.project,
         Task.Kind.RANKING,
+        page="rank-task",
         none_left="No more sets are waiting for you to rank in this project.",
     )
-    if isinstance(following, HttpResponse):
-        return following
-    return redirect("rank-task", task_id=following.pk)
 
 
 def _posted_submission(request: HttpRequest) -> tuple[dict, dict[str, list[str]]]:
@@ -174,15 +171,13 @@ def _render_page(
 def rank_next(request: HttpRequest, slug: str) -> HttpResponse:
     """Claim a set to rank (or reopen the one the trainer holds)."""
     project = project_for_member(request.user, slug, capability="annotate")
-    try:
-        task = task_claim_next(project=project, user=request.user, kind=Task.Kind.RANKING)
-    except TaskConflict as exc:
-        messages.warning(request, exc.message)
-        return redirect("project-detail", slug=project.slug)
-    if task is None:
-        messages.info(request, "No sets are waiting for you to rank in this project right now.")
-        return redirect("project-detail", slug=project.slug)
-    return redirect("rank-task", task_id=task.pk)
+    return claim_for_page(
+        request,
+        project,
+        Task.Kind.RANKING,
+        page="rank-task",
+        none_left="No sets are waiting for you to rank in this project right now.",
+    )
 
 
 @login_required

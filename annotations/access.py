@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404
 
+from annotations.compiled import CompiledQuery
 from annotations.models import GenerationRequest, Membership, Project
 
 Role = Membership.Role
@@ -76,6 +77,21 @@ def capabilities_of(role: str | None) -> set[str]:
     return {name for name, roles in CAPABILITIES.items() if role in roles}
 
 
+def _with_member_role(projects: QuerySet[Project], user_id: int) -> QuerySet[Project]:
+    role = Membership.objects.filter(project=OuterRef("pk"), user_id=user_id).values("role")[:1]
+    return projects.annotate(member_role=Subquery(role))
+
+
+# Every request about a project starts here; members (not superusers) take the compiled path.
+_MEMBER_PROJECT = CompiledQuery(
+    lambda user_id, slug: _with_member_role(
+        Project.objects.filter(is_active=True, slug=slug, memberships__user_id=user_id), user_id
+    ).order_by()[:1],
+    user_id=int,
+    slug=str,
+)
+
+
 def project_for_member(
     user: AbstractBaseUser | AnonymousUser,
     slug: str,
@@ -87,8 +103,13 @@ def project_for_member(
     With `capability`, a member whose role lacks it gets AccessDenied (views turn it into 403):
     they already know the project exists.
     """
-    role = Membership.objects.filter(project=OuterRef("pk"), user_id=user.pk).values("role")[:1]
-    project = projects_for_user(user).filter(slug=slug).annotate(member_role=Subquery(role)).first()
+    if not user.is_authenticated:
+        raise Http404("No such project.")
+    if user.is_superuser:
+        projects = _with_member_role(projects_for_user(user).filter(slug=slug), user.pk)
+        project = projects.order_by().first()
+    else:
+        project = _MEMBER_PROJECT.first(user_id=user.pk, slug=slug)
     if project is None:
         raise Http404("No such project.")
     project._member_role = (user.pk, project.member_role)

@@ -14,6 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, QuerySet
 
+from annotations.compiled import CompiledQuery
 from annotations.models import Message, Project, Ranking, RankingCandidate, RankingSet
 from annotations.rankings import ranking_set_finalize
 from annotations.selectors import thread_to
@@ -89,13 +90,28 @@ class RankingView:
     labels: list[dict]
 
 
-def ranking_view(task: Task) -> RankingView:
-    # One query: the candidates with their messages, and through them the set and its context.
-    entries = list(
-        RankingCandidate.objects.filter(ranking_set_id=task.ranking_set_id).select_related(
-            "message", "ranking_set__context"
+# A set's candidates with their messages, and through them the set and its context: one query.
+_CANDIDATES = CompiledQuery(
+    lambda ranking_set_id: RankingCandidate.objects.filter(ranking_set_id=ranking_set_id)
+    .select_related("message", "ranking_set__context")
+    .order_by(),
+    ranking_set_id=int,
+)
+
+
+def _candidates_of(task: Task) -> list[RankingCandidate]:
+    # Submitting reads them to check the order and then describes the task: read them once.
+    cached = getattr(task, "_candidates", None)
+    if cached is None or cached[0] != task.ranking_set_id:
+        cached = task._candidates = (
+            task.ranking_set_id,
+            _CANDIDATES.all(ranking_set_id=task.ranking_set_id),
         )
-    )
+    return cached[1]
+
+
+def ranking_view(task: Task) -> RankingView:
+    entries = _candidates_of(task)
     if entries:
         ranking_set = entries[0].ranking_set
     else:
@@ -216,6 +232,22 @@ def clean_time_spent(value: object) -> int | None:
 # ---------------------------------------------------------------------------- submit
 
 
+# The set locked for counting up, with its context and whether this trainer already ranked it.
+_SET_TO_RANK = CompiledQuery(
+    lambda ranking_set_id, user_id: RankingSet.objects.select_for_update(of=("self",))
+    .select_related("context")
+    .annotate(
+        ranked_by_user=Exists(
+            Ranking.objects.filter(ranking_set=OuterRef("pk"), annotator_id=user_id)
+        )
+    )
+    .filter(pk=ranking_set_id)
+    .order_by()[:1],
+    ranking_set_id=int,
+    user_id=int,
+)
+
+
 def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
     """Store the trainer's ranking of the task's set; finalize the set at its N-th ranking.
 
@@ -223,16 +255,9 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
     too, so concurrent rankings of one set count up one at a time and exactly one of them sees
     the count reach N and finalizes it.
     """
-    ranking_set = (
-        RankingSet.objects.select_for_update(of=("self",))
-        .select_related("context")
-        .annotate(
-            ranked_by_user=Exists(
-                Ranking.objects.filter(ranking_set=OuterRef("pk"), annotator_id=user.pk)
-            )
-        )
-        .get(pk=task.ranking_set_id)
-    )
+    ranking_set = _SET_TO_RANK.first(ranking_set_id=task.ranking_set_id, user_id=user.pk)
+    if ranking_set is None:
+        raise RankingSet.DoesNotExist(f"Ranking set {task.ranking_set_id} does not exist.")
     ranking_set.project = task.project
     if ranking_set.state == RankingSet.State.CANCELLED:
         raise TaskConflict("This ranking set was cancelled by a lead.", code="set_cancelled")
@@ -243,11 +268,7 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
     if ranking_set.ranked_by_user:
         raise TaskConflict("You have already ranked this set.", code="already_ranked")
 
-    candidate_ids = set(
-        RankingCandidate.objects.filter(ranking_set_id=ranking_set.pk)
-        .order_by()
-        .values_list("message_id", flat=True)
-    )
+    candidate_ids = {entry.message_id for entry in _candidates_of(task)}
     allowed_flags = [label["name"] for label in flag_labels(ranking_set.project)]
     errors: dict[str, list[str]] = {}
     cleaned: dict[str, object] = {}

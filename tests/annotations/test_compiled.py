@@ -78,7 +78,9 @@ def test_each_call_runs_with_its_own_values(django_assert_num_queries):
         # The value never reaches the query.
         lambda slug, user_id: Task.objects.filter(assignee_id=user_id),
         # It reaches it only inside a pattern, so the compiled SQL would not take a new one.
-        lambda slug, user_id: Task.objects.filter(project__slug__contains=slug, assignee_id=user_id),
+        lambda slug, user_id: Task.objects.filter(
+            project__slug__contains=slug, assignee_id=user_id
+        ),
     ],
 )
 def test_a_value_that_is_not_a_parameter_of_its_own_is_refused(build):

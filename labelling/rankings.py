@@ -92,9 +92,11 @@ class RankingView:
 
 # A set's candidates with their messages, and through them the set and its context: one query.
 _CANDIDATES = CompiledQuery(
-    lambda ranking_set_id: RankingCandidate.objects.filter(ranking_set_id=ranking_set_id)
-    .select_related("message", "ranking_set__context")
-    .order_by(),
+    lambda ranking_set_id: (
+        RankingCandidate.objects.filter(ranking_set_id=ranking_set_id)
+        .select_related("message", "ranking_set__context")
+        .order_by()
+    ),
     ranking_set_id=int,
 )
 
@@ -234,15 +236,17 @@ def clean_time_spent(value: object) -> int | None:
 
 # The set locked for counting up, with its context and whether this trainer already ranked it.
 _SET_TO_RANK = CompiledQuery(
-    lambda ranking_set_id, user_id: RankingSet.objects.select_for_update(of=("self",))
-    .select_related("context")
-    .annotate(
-        ranked_by_user=Exists(
-            Ranking.objects.filter(ranking_set=OuterRef("pk"), annotator_id=user_id)
+    lambda ranking_set_id, user_id: (
+        RankingSet.objects.select_for_update(of=("self",))
+        .select_related("context")
+        .annotate(
+            ranked_by_user=Exists(
+                Ranking.objects.filter(ranking_set=OuterRef("pk"), annotator_id=user_id)
+            )
         )
-    )
-    .filter(pk=ranking_set_id)
-    .order_by()[:1],
+        .filter(pk=ranking_set_id)
+        .order_by()[:1]
+    ),
     ranking_set_id=int,
     user_id=int,
 )

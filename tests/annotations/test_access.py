@@ -31,3 +31,34 @@ def test_inactive_projects_are_hidden(project, trainer):
     project.save(update_fields=["is_active"])
     with pytest.raises(Http404):
         project_for_member(trainer, "alpha")
+
+
+def test_superusers_see_every_active_project_as_leads(project, outsider):
+    from django.contrib.auth.models import AnonymousUser
+
+    outsider.is_superuser = True
+    outsider.save(update_fields=["is_superuser"])
+    found = project_for_member(outsider, "alpha", capability="manage")
+    assert found == project and found.member_role is None
+    assert can(outsider, found, "manage")
+    with pytest.raises(Http404):
+        project_for_member(AnonymousUser(), "alpha")
+
+
+def test_tasks_of_a_project_are_found_for_its_members_only(project, trainer, outsider):
+    from labelling.assignment import task_for_member
+    from tests.labelling.test_rankings import make_ranking_set
+
+    task = make_ranking_set(project).tasks.first()
+    assert task_for_member(task_id=task.pk, user=trainer) == task
+    for user, task_id in ((outsider, task.pk), (trainer, 10**9)):
+        with pytest.raises(Http404):
+            task_for_member(task_id=task_id, user=user)
+    project.is_active = False
+    project.save(update_fields=["is_active"])
+    with pytest.raises(Http404):
+        task_for_member(task_id=task.pk, user=trainer)
+    outsider.is_superuser = True
+    outsider.save(update_fields=["is_superuser"])
+    with pytest.raises(Http404):
+        task_for_member(task_id=task.pk, user=outsider)

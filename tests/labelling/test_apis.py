@@ -52,3 +52,13 @@ def test_docs_page_uses_local_static_files(client, trainer):
     page = client.get(reverse("api-docs")).content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in page
     assert "https://" not in page and "cdn" not in page.lower()
+
+
+def test_a_token_of_a_deactivated_user_is_refused(api_client_for, trainer):
+    client = api_client_for(trainer)
+    assert client.get("/api/v1/me/").status_code == 200
+    trainer.is_active = False
+    trainer.save(update_fields=["is_active"])
+    response = client.get("/api/v1/me/")
+    assert response.status_code == 401
+    assert "inactive" in response.json()["detail"]

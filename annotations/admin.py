@@ -106,9 +106,12 @@ class RankingInline(admin.TabularInline):
 
 @admin.register(RankingSet)
 class RankingSetAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "state", "rankings_needed", "agreement", "created_at"]
+    list_display = [
+        "id", "project", "state", "rankings_needed", "agreement", "resamples", "created_at"
+    ]  # fmt: skip
     list_filter = ["state", "project"]
     raw_id_fields = ["context"]
+    readonly_fields = ["resamples", "cancel_reason"]
     inlines = [RankingCandidateInline, RankingInline]
 
 

@@ -440,6 +440,11 @@ class RankingSet(models.Model):
     )
     agreement = models.FloatField(null=True, blank=True)
     kendall_tau = models.FloatField(null=True, blank=True)
+    resamples = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Rounds of extra samples asked for because exact duplicates left fewer than K.",
+    )
+    cancel_reason = models.TextField(blank=True, default="", help_text="Why it was cancelled.")
     created_at = models.DateTimeField(auto_now_add=True)
     completed_at = models.DateTimeField(null=True, blank=True)
 

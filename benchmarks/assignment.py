@@ -211,11 +211,13 @@ def settle_after_bulk_load() -> None:
 
 
 def reuse(*, clients: int) -> dict:
-    """The tokens and open slots of a database an earlier run kept."""
+    """The tokens and open slots of a database an earlier run kept (migrated to this code)."""
+    from django.core.management import call_command
     from rest_framework.authtoken.models import Token
 
     from labelling.models import Task
 
+    call_command("migrate", verbosity=0)
     tokens = list(
         Token.objects.filter(user__username__startswith="trainer")
         .order_by("user__username")

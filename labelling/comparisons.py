@@ -257,7 +257,8 @@ def normalised_text(text: str) -> str:
 def _cancel(ranking_set: RankingSet, reason: str) -> bool:
     logger.warning("Ranking set %s cancelled: %s", ranking_set.pk, reason)
     ranking_set.state = RankingSet.State.CANCELLED
-    ranking_set.save(update_fields=["state"])
+    ranking_set.cancel_reason = f"Cancelled because {reason}"
+    ranking_set.save(update_fields=["state", "cancel_reason"])
     return False
 
 
@@ -327,6 +328,8 @@ def comparison_assemble(*, ranking_set: RankingSet) -> bool:
             requested_by=requests[0].requested_by,
         )
         locked.generation_requests.add(*more)
+        locked.resamples += 1
+        locked.save(update_fields=["resamples"])
         logger.info(
             "Ranking set %s: %d distinct of %d; asked for %d more",
             locked.pk, len(kept), wanted, sum(r.n for r in more),

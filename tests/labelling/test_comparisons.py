@@ -344,6 +344,8 @@ def test_duplicates_are_dropped_and_re_sampled(project):
 
     _run(ranking_set)
     assert comparison_assemble(ranking_set=ranking_set) is True
+    ranking_set.refresh_from_db()
+    assert ranking_set.resamples == 1 and ranking_set.cancel_reason == ""
     candidates = list(ranking_set.candidates.all())
     assert len(candidates) == 3
     assert len({normalised_text(m.text) for m in candidates}) == 3
@@ -377,7 +379,9 @@ def test_a_set_that_keeps_getting_duplicates_is_cancelled_after_its_budget(proje
     assert ranking_set.state == "cancelled"
     # 2 + 1 + 1 + 1 + 1 = 6 = 3 x K samples, all the same greedy reply.
     assert sum(r.n for r in ranking_set.generation_requests.all()) == 6
+    assert ranking_set.resamples == 4
     assert "keep repeating themselves" in caplog.text
+    assert ranking_set.cancel_reason.startswith("Cancelled because 1 distinct replies of 2")
     assert not Task.objects.filter(ranking_set=ranking_set).exists()
 
 
@@ -393,6 +397,8 @@ def test_failed_requests_cancel_the_set(project, caplog):
     assert ranking_set.state == "cancelled"
     assert f"Ranking set {ranking_set.pk} cancelled" in caplog.text
     assert "Out of memory" in caplog.text
+    assert "sampling its candidates failed" in ranking_set.cancel_reason
+    assert "Out of memory" in ranking_set.cancel_reason
     assert not ranking_set.entries.exists() and not Task.objects.exists()
     # A cancelled set is final.
     assert comparison_assemble(ranking_set=ranking_set) is False

@@ -53,6 +53,31 @@ def cpu_check_ms() -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def cpu_ticks() -> list[int] | None:
+    """The machine's CPU time so far (Linux /proc/stat: user ... steal), None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    return [int(value) for value in fields[1:9]]
+
+
+def cpu_share(before: list[int] | None, after: list[int] | None) -> str:
+    """Busy and stolen shares of all cores between two readings.
+
+    Steal is time a virtual machine's cores were ready to run but the host ran something else:
+    on a shared host it arrives in bursts, and every request caught in one waits it out.
+    """
+    if before is None or after is None:
+        return "n/a"
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        b - a for a, b in zip(before, after, strict=True)
+    )
+    total = user + nice + system + idle + iowait + irq + softirq + steal or 1
+    busy = user + nice + system + irq + softirq
+    return f"busy {100 * busy / total:.0f}%, stolen by the host {100 * steal / total:.0f}%"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -150,8 +175,8 @@ def seed(*, sets: int, k: int, n: int, clients: int) -> dict:
         cursor.execute(
             """
             INSERT INTO annotations_rankingset (project_id, context_id, rankings_needed,
-                rankings_count, state, created_at)
-            SELECT %s, m.id, %s, 0, 'collecting', now()
+                rankings_count, state, resamples, cancel_reason, created_at)
+            SELECT %s, m.id, %s, 0, 'collecting', 0, '', now()
             FROM annotations_message m
             JOIN annotations_conversation c ON c.id = m.conversation_id
             WHERE c.project_id = %s AND m.depth = 0
@@ -332,12 +357,13 @@ def run_phase(
     """The clients as threads spread over `processes` load-generating processes."""
     processes = max(1, min(processes, len(tokens)))
     groups = [tokens[i::processes] for i in range(processes)]
-    started = time.perf_counter()
+    started, ticks = time.perf_counter(), cpu_ticks()
     with multiprocessing.get_context("fork").Pool(len(groups)) as pool:
         per_group = pool.starmap(
             run_clients, [(port, group, slug, rounds, think) for group in groups]
         )
     seconds = time.perf_counter() - started
+    cpu = cpu_share(ticks, cpu_ticks())
     results = [result for group in per_group for result in group]
     claims = [x for r in results for x in r.claims]
     submits = [x for r in results for x in r.submits]
@@ -346,6 +372,7 @@ def run_phase(
         "clients": len(tokens),
         "requests": len(claims) + len(submits),
         "seconds": seconds,
+        "cpu": cpu,
         "claims": claims,
         "submits": submits,
         "claimed": claimed,
@@ -509,6 +536,7 @@ def main() -> None:
     print(report_line("loaded", loaded))
     ratio = percentile(loaded["claims"], 99) / percentile(baseline["claims"], 99)
     print(f"claim p99 ratio loaded/baseline: {ratio:.2f}x")
+    print(f"CPU during the phases: baseline {baseline['cpu']}; loaded {loaded['cpu']}")
     errors = baseline["errors"] + loaded["errors"]
     print(f"empty claims (204): {baseline['empty'] + loaded['empty']}; errors: {len(errors)}")
     for error in errors[:5]:

@@ -187,20 +187,24 @@ def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> T
     return task
 
 
-def _member_task(lock: bool) -> CompiledQuery:
-    def build(task_id: int, user_id: int) -> QuerySet[Task]:
-        queryset = Task.objects.select_related("project")
-        if lock:
-            queryset = queryset.select_for_update(of=("self",))
-        return queryset.filter(
-            pk=task_id, project__is_active=True, project__memberships__user_id=user_id
-        ).order_by()[:1]
-
-    return CompiledQuery(build, task_id=int, user_id=int)
+def _tasks_with_project(lock: bool) -> QuerySet[Task]:
+    queryset = Task.objects.select_related("project")
+    return queryset.select_for_update(of=("self",)) if lock else queryset
 
 
 # Every request about one task (autosave, submit, skip, the task's page) starts here.
-_MEMBER_TASK = {lock: _member_task(lock) for lock in (False, True)}
+_MEMBER_TASK = {
+    lock: CompiledQuery(
+        lambda task_id, user_id, lock=lock: (
+            _tasks_with_project(lock)
+            .filter(pk=task_id, project__is_active=True, project__memberships__user_id=user_id)
+            .order_by()[:1]
+        ),
+        task_id=int,
+        user_id=int,
+    )
+    for lock in (False, True)
+}
 
 
 def task_for_member(*, task_id: int, user: AbstractBaseUser, lock: bool = False) -> Task:
@@ -208,10 +212,8 @@ def task_for_member(*, task_id: int, user: AbstractBaseUser, lock: bool = False)
     if user.is_authenticated and not user.is_superuser:
         task = _MEMBER_TASK[lock].first(task_id=task_id, user_id=user.pk)
     else:
-        queryset = Task.objects.select_related("project")
-        if lock:
-            queryset = queryset.select_for_update(of=("self",))
-        task = queryset.filter(pk=task_id, project__in=projects_for_user(user)).first()
+        projects = projects_for_user(user)
+        task = _tasks_with_project(lock).filter(pk=task_id, project__in=projects).first()
     if task is None:
         raise Http404("No such task.")
     return task

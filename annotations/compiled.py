@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable, get_related_populators
 from django.db.transaction import TransactionManagementError
@@ -41,6 +41,7 @@ def _setting_value(value: str) -> str:
 
 @dataclass(frozen=True)
 class _Plan:
+    prefix: str  # SET LOCAL statements sent ahead of the query (PostgreSQL only)
     sql: str
     params: tuple
     # For each parameter of the SQL, the name of the value that replaces it (None: keep it).
@@ -100,7 +101,10 @@ class CompiledQuery:
                 "prefetch_related()."
             )
         compiler = queryset.query.get_compiler(using=using)
-        sql, params = compiler.as_sql()
+        # Compiling a query with row locks insists on a transaction, though it runs nothing: the
+        # check belongs to each run (see all() and update_first()), not to this one compile.
+        with transaction.atomic(using=using):
+            sql, params = compiler.as_sql()
         by_value = {(type(v), v): name for name, v in self._stand_ins.items()}
         slots = tuple(by_value.get((type(value), value)) for value in params)
         for name, value in self._stand_ins.items():
@@ -109,16 +113,17 @@ class CompiledQuery:
                     f"Parameter {name} must appear in the query as a value of its own."
                 )
         connection = connections[using]
+        prefix = ""
         if self._settings and connection.vendor == "postgresql":
             prefix = "".join(
                 f"SET LOCAL {connection.ops.quote_name(name)} = {_setting_value(value)}; "
                 for name, value in self._settings.items()
             )
-            sql = prefix + sql
         select, klass_info = compiler.select, compiler.klass_info
         fields = [column[0] for column in select[: compiler.col_count]]
         start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
         return _Plan(
+            prefix=prefix,
             sql=sql,
             params=tuple(params),
             slots=slots,
@@ -135,23 +140,18 @@ class CompiledQuery:
             annotations=tuple(compiler.annotation_col_map.items()),
         )
 
-    def all(self, *, using: str = DEFAULT_DB_ALIAS, **values: int | str) -> list:
+    def _bind(self, using: str, values: dict) -> tuple[_Plan, list]:
         if values.keys() != self._stand_ins.keys():
             raise TypeError(f"Give exactly these values: {', '.join(self._stand_ins)}.")
         plan = self._plan(using)
-        connection = connections[using]
-        if plan.in_transaction and connection.get_autocommit():
-            raise TransactionManagementError(
-                "This query locks rows or sets planner settings for its transaction: run it "
-                "inside one (transaction.atomic)."
-            )
         params = [
             value if slot is None else values[slot]
             for slot, value in zip(plan.slots, plan.params, strict=True)
         ]
-        with connection.cursor() as cursor:
-            cursor.execute(plan.sql, params)
-            rows = cursor.fetchall()
+        return plan, params
+
+    def _instances(self, plan: _Plan, rows: list, using: str) -> list:
+        connection = connections[using]
         objects = []
         for row in rows:
             if plan.converters:
@@ -167,7 +167,67 @@ class CompiledQuery:
             objects.append(obj)
         return objects
 
+    def all(self, *, using: str = DEFAULT_DB_ALIAS, **values: int | str) -> list:
+        plan, params = self._bind(using, values)
+        connection = connections[using]
+        if plan.in_transaction and connection.get_autocommit():
+            raise TransactionManagementError(
+                "This query locks rows or sets planner settings for its transaction: run it "
+                "inside one (transaction.atomic)."
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(plan.prefix + plan.sql, params)
+            rows = cursor.fetchall()
+        return self._instances(plan, rows, using)
+
     def first(self, *, using: str = DEFAULT_DB_ALIAS, **values: int | str) -> Any:
         """The first row's instance, or None. Slice the queryset (`[:1]`) in `build`."""
         objects = self.all(using=using, **values)
+        return objects[0] if objects else None
+
+    def update_first(
+        self,
+        changes: dict[str, Any],
+        *,
+        postgresql_preamble: tuple[str, list] | None = None,
+        using: str = DEFAULT_DB_ALIAS,
+        **values: int | str,
+    ) -> Any:
+        """Apply `changes` to the query's first row and return it as updated: one statement.
+
+        `UPDATE ... WHERE pk = (SELECT pk FROM (<the query>)) RETURNING <its columns>`: the
+        query's row locks (`select_for_update(skip_locked=True)`) pick the row and the update
+        follows in the same statement, so outside a transaction it commits on its own, with no
+        BEGIN and COMMIT round trips. For querysets of one model without `select_related()` or
+        annotations. On PostgreSQL `postgresql_preamble` (SQL and its parameters, e.g. taking an
+        advisory lock) and the planner settings go ahead in the same round trip; without an
+        open transaction PostgreSQL runs them and the update as one implicit transaction.
+        """
+        plan, params = self._bind(using, values)
+        if plan.populators or plan.annotations:
+            raise ImproperlyConfigured("update_first() needs a query of one model's columns.")
+        connection = connections[using]
+        quote = connection.ops.quote_name
+        meta = plan.model._meta
+        assignments, assigned = [], []
+        for name, value in changes.items():
+            field = meta.get_field(name)
+            assignments.append(f"{quote(field.column)} = %s")
+            assigned.append(field.get_db_prep_save(value, connection))
+        columns = ", ".join(quote(meta.get_field(name).column) for name in plan.init_list)
+        pk = quote(meta.pk.column)
+        # Only quoted names from the model's metadata and the compiled query's own SQL are put
+        # together here; every value travels as a parameter.
+        sql = (
+            f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
+            f"WHERE {pk} = (SELECT picked.{pk} FROM ({plan.sql}) picked) RETURNING {columns}"
+        )
+        prefix, ahead = plan.prefix, []
+        if postgresql_preamble is not None and connection.vendor == "postgresql":
+            prefix = f"{postgresql_preamble[0]}; {prefix}"
+            ahead = list(postgresql_preamble[1])
+        with connection.cursor() as cursor:
+            cursor.execute(prefix + sql, [*ahead, *assigned, *params])
+            rows = cursor.fetchall()
+        objects = self._instances(plan, rows, using)
         return objects[0] if objects else None

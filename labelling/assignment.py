@@ -137,7 +137,7 @@ _CLAIMS: dict[TaskKind, CompiledQuery] = {}
 _CLAIM_PLANNER = {"enable_material": "off"}
 
 
-def _first_eligible(handler: TaskKind, project: Project, user: AbstractBaseUser) -> Task | None:
+def _claim_query(handler: TaskKind) -> CompiledQuery:
     query = _CLAIMS.get(handler)
     if query is None:
         query = _CLAIMS[handler] = CompiledQuery(
@@ -148,12 +148,26 @@ def _first_eligible(handler: TaskKind, project: Project, user: AbstractBaseUser)
             project_id=int,
             user_id=int,
         )
-    return query.first(project_id=project.pk, user_id=user.pk)
+    return query
+
+
+def _one_claim_at_a_time(project: Project, user: AbstractBaseUser) -> tuple[str, list]:
+    # Two claims of one trainer at once (a double click, two tabs) would each lock a different
+    # slot, and neither would see the other's yet-uncommitted slot of the same set: they could
+    # be handed two slots of one set. Taken first in the claim's own transaction, this lock
+    # makes the second claim wait for the first to commit and then see it.
+    return "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [
+        f"parley:claim:{project.pk}:{user.pk}"
+    ]
 
 
 @transaction.atomic
 def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> Task | None:
-    """The task of `kind` the user holds, or the next one for them, leased; None if none is left."""
+    """The task of `kind` the user holds, or the next one for them, leased; None if none is left.
+
+    The next task is picked and assigned by one statement: its row lock is taken with SKIP
+    LOCKED and the row updated at once.
+    """
     if not can(user, project, "annotate"):
         raise AccessDenied(project, "annotate")
     handler = task_kind(kind)
@@ -170,18 +184,27 @@ def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> T
             "finish or skip one first.",
             code="task_limit",
         )
-    task = _first_eligible(handler, project, user)
+    assignment = {
+        "state": Task.State.ASSIGNED,
+        "assignee_id": user.pk,
+        "assigned_at": timezone.now(),
+        "lease_expires_at": lease_deadline(project),
+    }
+    task = _claim_query(handler).update_first(
+        assignment,
+        postgresql_preamble=_one_claim_at_a_time(project, user),
+        project_id=project.pk,
+        user_id=user.pk,
+    )
     if task is None and handler.supply is not None:
         task = handler.supply(project, user)
+        if task is not None:
+            for name, value in assignment.items():
+                setattr(task, name, value)
+            task.save(update_fields=[name.removesuffix("_id") for name in assignment])
     if task is None:
         return None
-    now = timezone.now()
     task.project = project
-    task.state = Task.State.ASSIGNED
-    task.assignee = user
-    task.assigned_at = now
-    task.lease_expires_at = lease_deadline(project)
-    task.save(update_fields=["state", "assignee", "assigned_at", "lease_expires_at"])
     if handler.on_claim is not None:
         handler.on_claim(task)
     return task

@@ -108,3 +108,59 @@ def test_row_locks_need_a_transaction():
         assert locked.all(pk=1) == []
     with pytest.raises(TransactionManagementError):
         locked.all(pk=1)
+
+
+OPEN_RANKING = CompiledQuery(
+    lambda project_id: (
+        Task.objects.select_for_update(skip_locked=True)
+        .filter(project_id=project_id, state="open")
+        .order_by("-priority", "id")[:1]
+    ),
+    project_id=int,
+)
+
+
+def _open_tasks(project, count):
+    from tests.labelling.test_rankings import make_ranking_set
+
+    make_ranking_set(project, needed=count)
+    return list(Task.objects.filter(project=project).order_by("id"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_update_first_takes_the_first_row_and_returns_it_updated():
+    project, other = ProjectFactory(), ProjectFactory()
+    trainer = UserFactory()
+    tasks = _open_tasks(project, 3)
+    _open_tasks(other, 1)
+    Task.objects.filter(pk=tasks[1].pk).update(priority=5)
+    from django.utils import timezone
+
+    now = timezone.now()
+    changes = {
+        "state": "assigned",
+        "assignee_id": trainer.pk,
+        "assigned_at": now,
+        "lease_expires_at": now,
+    }
+    # No transaction is open: the statement commits on its own.
+    taken = OPEN_RANKING.update_first(changes, project_id=project.pk)
+    assert taken.pk == tasks[1].pk and taken.priority == 5
+    assert (taken.state, taken.assignee_id, taken.assigned_at) == ("assigned", trainer.pk, now)
+    stored = Task.objects.get(pk=taken.pk)
+    assert (stored.state, stored.assignee_id, stored.assigned_at) == ("assigned", trainer.pk, now)
+    assert stored.autosave == taken.autosave == {}  # columns come back converted
+    assert Task.objects.filter(state="assigned").count() == 1
+    # The next call takes the next row in order; none is left after the project's three.
+    assert OPEN_RANKING.update_first(changes, project_id=project.pk).pk == tasks[0].pk
+    assert OPEN_RANKING.update_first(changes, project_id=project.pk).pk == tasks[2].pk
+    assert OPEN_RANKING.update_first(changes, project_id=project.pk) is None
+    assert Task.objects.filter(project=other, state="open").count() == 1
+
+
+def test_update_first_needs_one_models_columns():
+    joined = CompiledQuery(
+        lambda pk: Task.objects.select_related("project").filter(pk=pk)[:1], pk=int
+    )
+    with pytest.raises(ImproperlyConfigured, match="one model"):
+        joined.update_first({"priority": 1}, pk=1)

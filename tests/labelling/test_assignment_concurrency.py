@@ -123,3 +123,44 @@ def test_trainers_ranking_until_the_pool_is_empty_fill_every_set_exactly():
     for ranking_set in RankingSet.objects.all():
         assert ranking_set.rankings_count == 3 == ranking_set.rankings.count()
         assert ranking_set.state == "complete" and ranking_set.consensus is not None
+
+
+def test_two_claims_of_one_trainer_at_once_get_different_sets():
+    """A double click: the second claim waits for the first, then never takes its set."""
+    from django.db import transaction
+
+    project, [trainer] = setup_project(trainers=1, sets=2, needed=3)
+    project.max_open_tasks = 2
+    project.save(update_fields=["max_open_tasks"])
+    first_claimed, release, claimed = threading.Event(), threading.Event(), {}
+
+    def first():
+        try:
+            with transaction.atomic():
+                claimed["first"] = task_claim_next(project=project, user=trainer, kind="ranking")
+                first_claimed.set()
+                release.wait(timeout=30)  # still uncommitted while the second claim runs
+        finally:
+            connections.close_all()
+
+    def second():
+        try:
+            # The first claim is not committed, so it is not seen as held: without the
+            # per-trainer claim lock this claim would take another slot of the same set.
+            claimed["second"] = task_claim_next(project=project, user=trainer, kind="ranking")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert first_claimed.wait(timeout=30)
+    threads[1].start()
+    threads[1].join(timeout=1)
+    assert threads[1].is_alive(), "the second claim did not wait for the first"
+    release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    close_old_connections()
+    a, b = claimed["first"], claimed["second"]
+    assert a is not None and b is not None and a.pk != b.pk
+    assert a.ranking_set_id != b.ranking_set_id

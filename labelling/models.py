@@ -23,7 +23,11 @@ class Task(models.Model):
         EXPIRED = "expired", "Expired"
         CANCELLED = "cancelled", "Cancelled"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    # Every claim, submit and priority change rewrites a task's entry in each of its indexes, so
+    # project and assignee have none of their own: the composite indexes below start with them.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="tasks", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
     assignee = models.ForeignKey(
@@ -32,6 +36,7 @@ class Task(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="tasks",
+        db_index=False,
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     priority = models.IntegerField(

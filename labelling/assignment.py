@@ -201,7 +201,7 @@ def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> T
         if task is not None:
             for name, value in assignment.items():
                 setattr(task, name, value)
-            task.save(update_fields=[name.removesuffix("_id") for name in assignment])
+            task.save(update_fields=list(assignment))
     if task is None:
         return None
     task.project = project

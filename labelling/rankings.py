@@ -103,13 +103,9 @@ _CANDIDATES = CompiledQuery(
 
 def _candidates_of(task: Task) -> list[RankingCandidate]:
     # Submitting reads them to check the order and then describes the task: read them once.
-    cached = getattr(task, "_candidates", None)
-    if cached is None or cached[0] != task.ranking_set_id:
-        cached = task._candidates = (
-            task.ranking_set_id,
-            _CANDIDATES.all(ranking_set_id=task.ranking_set_id),
-        )
-    return cached[1]
+    if not hasattr(task, "_candidates"):
+        task._candidates = _CANDIDATES.all(ranking_set_id=task.ranking_set_id)
+    return task._candidates
 
 
 def ranking_view(task: Task) -> RankingView:

@@ -167,23 +167,46 @@ class CompiledQuery:
             objects.append(obj)
         return objects
 
-    def all(self, *, using: str = DEFAULT_DB_ALIAS, **values: int | str) -> list:
+    def all(
+        self,
+        *,
+        postgresql_preamble: tuple[str, list] | None = None,
+        using: str = DEFAULT_DB_ALIAS,
+        **values: int | str,
+    ) -> list:
+        """The query's instances. On PostgreSQL `postgresql_preamble` (SQL and its parameters,
+        e.g. taking an advisory lock) goes ahead in the same round trip; the query itself then
+        runs with a snapshot taken after it, so it sees what a lock holder committed."""
         plan, params = self._bind(using, values)
         connection = connections[using]
-        if plan.in_transaction and connection.get_autocommit():
+        if (plan.in_transaction or postgresql_preamble) and connection.get_autocommit():
             raise TransactionManagementError(
-                "This query locks rows or sets planner settings for its transaction: run it "
-                "inside one (transaction.atomic)."
+                "This query locks rows, sets planner settings or takes a preamble for its "
+                "transaction: run it inside one (transaction.atomic)."
             )
+        prefix, ahead = self._prefix(plan, connection, postgresql_preamble)
         with connection.cursor() as cursor:
-            cursor.execute(plan.prefix + plan.sql, params)
+            cursor.execute(prefix + plan.sql, [*ahead, *params])
             rows = cursor.fetchall()
         return self._instances(plan, rows, using)
 
-    def first(self, *, using: str = DEFAULT_DB_ALIAS, **values: int | str) -> Any:
+    def first(
+        self,
+        *,
+        postgresql_preamble: tuple[str, list] | None = None,
+        using: str = DEFAULT_DB_ALIAS,
+        **values: int | str,
+    ) -> Any:
         """The first row's instance, or None. Slice the queryset (`[:1]`) in `build`."""
-        objects = self.all(using=using, **values)
+        objects = self.all(postgresql_preamble=postgresql_preamble, using=using, **values)
         return objects[0] if objects else None
+
+    @staticmethod
+    def _prefix(plan: _Plan, connection, preamble: tuple[str, list] | None) -> tuple[str, list]:
+        """What goes ahead of the query in its round trip: the preamble, then planner settings."""
+        if preamble is None or connection.vendor != "postgresql":
+            return plan.prefix, []
+        return f"{preamble[0]}; {plan.prefix}", list(preamble[1])
 
     def update_first(
         self,
@@ -222,10 +245,7 @@ class CompiledQuery:
             f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "  # noqa: S608
             f"WHERE {pk} = (SELECT picked.{pk} FROM ({plan.sql}) picked) RETURNING {columns}"
         )
-        prefix, ahead = plan.prefix, []
-        if postgresql_preamble is not None and connection.vendor == "postgresql":
-            prefix = f"{postgresql_preamble[0]}; {prefix}"
-            ahead = list(postgresql_preamble[1])
+        prefix, ahead = self._prefix(plan, connection, postgresql_preamble)
         with connection.cursor() as cursor:
             cursor.execute(prefix + sql, [*ahead, *assigned, *params])
             rows = cursor.fetchall()

@@ -153,9 +153,9 @@ def _claim_query(handler: TaskKind) -> CompiledQuery:
 
 def _one_claim_at_a_time(project: Project, user: AbstractBaseUser) -> tuple[str, list]:
     # Two claims of one trainer at once (a double click, two tabs) would each lock a different
-    # slot, and neither would see the other's yet-uncommitted slot of the same set: they could
-    # be handed two slots of one set. Taken first in the claim's own transaction, this lock
-    # makes the second claim wait for the first to commit and then see it.
+    # slot, and neither would see the other's yet-uncommitted one: they could be handed two
+    # slots of one set, or go over the open-task limit. Taken first in the claim's own
+    # transaction, this lock makes the second claim wait for the first to commit and then see it.
     return "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [
         f"parley:claim:{project.pk}:{user.pk}"
     ]
@@ -171,7 +171,14 @@ def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> T
     if not can(user, project, "annotate"):
         raise AccessDenied(project, "annotate")
     handler = task_kind(kind)
-    held = _HELD.all(project_id=project.pk, user_id=user.pk)
+    # The trainer's claim lock comes first, so that a second claim at once (a double click, two
+    # tabs) reads what the first holds only after it committed: it resumes the same task, or
+    # meets the open-task limit, rather than taking another slot.
+    held = _HELD.all(
+        postgresql_preamble=_one_claim_at_a_time(project, user),
+        project_id=project.pk,
+        user_id=user.pk,
+    )
     current = next((task for task in held if task.kind == kind), None)
     if current is not None:
         current.project = project
@@ -190,12 +197,7 @@ def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> T
         "assigned_at": timezone.now(),
         "lease_expires_at": lease_deadline(project),
     }
-    task = _claim_query(handler).update_first(
-        assignment,
-        postgresql_preamble=_one_claim_at_a_time(project, user),
-        project_id=project.pk,
-        user_id=user.pk,
-    )
+    task = _claim_query(handler).update_first(assignment, project_id=project.pk, user_id=user.pk)
     if task is None and handler.supply is not None:
         task = handler.supply(project, user)
         if task is not None:

@@ -164,3 +164,26 @@ def test_update_first_needs_one_models_columns():
     )
     with pytest.raises(ImproperlyConfigured, match="one model"):
         joined.update_first({"priority": 1}, pk=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_preamble_runs_ahead_of_the_query_in_its_transaction():
+    from django.db import connection
+
+    project = ProjectFactory()
+    first = _open_tasks(project, 2)[0]
+    preamble = ("SELECT pg_advisory_xact_lock(%s)", [4242])
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242"
+    with pytest.raises(TransactionManagementError, match="preamble"):
+        OPEN_RANKING.first(postgresql_preamble=preamble, project_id=project.pk)
+    with transaction.atomic():
+        taken = OPEN_RANKING.first(postgresql_preamble=preamble, project_id=project.pk)
+        assert taken.pk == first.pk  # the query's own rows, not the preamble's
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(held)
+                assert cursor.fetchone() == (1,)
+    if connection.vendor == "postgresql":  # released with its transaction
+        with connection.cursor() as cursor:
+            cursor.execute(held)
+            assert cursor.fetchone() == (0,)

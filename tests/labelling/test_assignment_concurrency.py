@@ -11,7 +11,7 @@ import pytest
 from django.db import close_old_connections, connection, connections
 
 from annotations.models import Ranking, RankingSet
-from labelling.assignment import task_claim_next, task_submit
+from labelling.assignment import TaskConflict, task_claim_next, task_submit
 from labelling.models import Task
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.labelling.test_rankings import candidate_ids, make_ranking_set
@@ -125,19 +125,19 @@ def test_trainers_ranking_until_the_pool_is_empty_fill_every_set_exactly():
         assert ranking_set.state == "complete" and ranking_set.consensus is not None
 
 
-def test_two_claims_of_one_trainer_at_once_get_different_sets():
-    """A double click: the second claim waits for the first, then never takes its set."""
+def claim_while_another_is_uncommitted(project, trainer, first_kind, second_kind):
+    """Claim `first_kind` in a transaction held open while the same trainer claims `second_kind`.
+
+    Returns (first task, second task or the exception it raised); asserts the second waited.
+    """
     from django.db import transaction
 
-    project, [trainer] = setup_project(trainers=1, sets=2, needed=3)
-    project.max_open_tasks = 2
-    project.save(update_fields=["max_open_tasks"])
     first_claimed, release, claimed = threading.Event(), threading.Event(), {}
 
     def first():
         try:
             with transaction.atomic():
-                claimed["first"] = task_claim_next(project=project, user=trainer, kind="ranking")
+                claimed["first"] = task_claim_next(project=project, user=trainer, kind=first_kind)
                 first_claimed.set()
                 release.wait(timeout=30)  # still uncommitted while the second claim runs
         finally:
@@ -145,9 +145,9 @@ def test_two_claims_of_one_trainer_at_once_get_different_sets():
 
     def second():
         try:
-            # The first claim is not committed, so it is not seen as held: without the
-            # per-trainer claim lock this claim would take another slot of the same set.
-            claimed["second"] = task_claim_next(project=project, user=trainer, kind="ranking")
+            claimed["second"] = task_claim_next(project=project, user=trainer, kind=second_kind)
+        except TaskConflict as exc:
+            claimed["second"] = exc
         finally:
             connections.close_all()
 
@@ -161,6 +161,32 @@ def test_two_claims_of_one_trainer_at_once_get_different_sets():
     for thread in threads:
         thread.join(timeout=30)
     close_old_connections()
-    a, b = claimed["first"], claimed["second"]
-    assert a is not None and b is not None and a.pk != b.pk
-    assert a.ranking_set_id != b.ranking_set_id
+    return claimed["first"], claimed["second"]
+
+
+def test_two_claims_of_one_trainer_at_once_resume_one_task():
+    """A double click: the second claim waits for the first, then gets the same task back."""
+    project, [trainer] = setup_project(trainers=1, sets=2, needed=3)
+    project.max_open_tasks = 2
+    project.save(update_fields=["max_open_tasks"])
+
+    # The first claim is not committed yet, so the second would not see it as held: without
+    # the per-trainer claim lock it would take another slot, possibly of the same set.
+    first, second = claim_while_another_is_uncommitted(project, trainer, "ranking", "ranking")
+
+    assert first is not None and second is not None and first.pk == second.pk
+    assert Task.objects.filter(assignee=trainer, state="assigned").count() == 1
+
+
+def test_two_claims_of_one_trainer_at_once_keep_the_open_task_limit():
+    project, [trainer] = setup_project(trainers=1, sets=1, needed=3)  # max_open_tasks = 3
+    project.max_open_tasks = 1
+    project.save(update_fields=["max_open_tasks"])
+
+    # A demonstration claim made while the ranking claim is still uncommitted: it must count
+    # the ranking task, or the trainer would end up holding two tasks with a limit of one.
+    first, second = claim_while_another_is_uncommitted(project, trainer, "ranking", "demonstration")
+
+    assert first is not None and first.kind == "ranking"
+    assert isinstance(second, TaskConflict) and second.code == "task_limit"
+    assert list(Task.objects.filter(assignee=trainer).values_list("kind", flat=True)) == ["ranking"]

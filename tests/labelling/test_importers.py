@@ -304,7 +304,7 @@ def test_nothing_is_stored_when_the_insert_fails_half_way(project, monkeypatch):
             raise RuntimeError("disk full")
         return real(model, **kwargs)
 
-    monkeypatch.setattr(importers, "insert_rows", failing)
+    monkeypatch.setattr(importers.prompts, "insert_rows", failing)
     with pytest.raises(RuntimeError):
         run(project, lines("one", "two"))
     assert calls == [Conversation, Message]

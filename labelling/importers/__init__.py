@@ -1,0 +1,125 @@
+"""Prompt and message-tree imports: check a whole file first, then store it in one transaction.
+
+Three formats come in:
+
+- `jsonl`: one prompt per line, `{"prompt": "...", "lang": "en", "tags": ["..."]}` or a bare
+  JSON string; each prompt becomes a pool conversation (source "prompt") with one user turn.
+- `csv`: a header row with a `prompt` column and optional `lang` and `tags` (tags separated by
+  commas or semicolons); the delimiter (comma, semicolon or tab) is read from the header.
+- `oasst`: Open Assistant's message-tree export, one tree per line, imported whole: a
+  conversation (source "import") with every human and model-written message, and a completed
+  ranking set with one consensus ranking wherever two or more siblings carry a `rank`.
+
+A file is taken or refused as a whole: every problem is collected with its line number before
+anything is written, and nothing is stored unless there are none. Duplicates are not problems;
+they are skipped and counted (prompts by normalised text against the pool and earlier lines,
+trees by `message_tree_id`). Prompts must fit the project's `max_message_chars`; messages of a
+tree are a record of what was written and are taken whatever their length.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.template.defaultfilters import filesizeformat
+
+from annotations.models import Project
+from labelling.importers.bulk import insert_rows
+from labelling.importers.common import FIRST_LINE, ImportProblem, ImportReport, _decode, _Rules
+from labelling.importers.prompts import _parse_csv, _parse_jsonl, _store_prompts, normalise
+from labelling.importers.trees import _parse_oasst, _store_trees, ranked_groups
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "FORMATS",
+    "ImportProblem",
+    "ImportReport",
+    "detect_format",
+    "import_max_bytes",
+    "insert_rows",
+    "normalise",
+    "prompt_file_import",
+    "ranked_groups",
+]
+
+FORMATS = ("jsonl", "csv", "oasst")
+DEFAULT_MAX_BYTES = 100 * 1024 * 1024
+JSON_SUFFIXES = {".jsonl", ".json", ".ndjson"}
+
+
+def import_max_bytes() -> int:
+    return int(settings.PARLEY.get("IMPORT_MAX_BYTES", DEFAULT_MAX_BYTES))
+
+
+def prompt_file_import(
+    *,
+    project: Project,
+    source: bytes | BinaryIO,
+    filename: str = "",
+    fmt: str | None = None,
+    user: AbstractBaseUser | None = None,
+) -> ImportReport:
+    """Check the whole file, then import it in one transaction, or import nothing.
+
+    `source` is the file's bytes or a binary file object (an upload, an open file). The report
+    lists every problem with its line number when the file is refused.
+    """
+    if fmt and fmt not in FORMATS:
+        problem = ImportProblem(None, f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
+        return ImportReport(format=fmt, errors=[problem])
+    limit = import_max_bytes()
+    data = source if isinstance(source, bytes) else source.read(limit + 1)
+    if len(data) > limit:
+        message = (
+            f"the file is larger than the import limit of {filesizeformat(limit)} "
+            f"({limit:,} bytes); split it into smaller files"
+        )
+        return ImportReport(format=fmt or "unknown", errors=[ImportProblem(None, message)])
+    text, problems, bad_lines = _decode(data)
+    fmt = fmt or detect_format(filename, text)
+    report = ImportReport(format=fmt, errors=problems)
+    if not text.strip():
+        report.errors.append(ImportProblem(None, "the file is empty"))
+        return report
+    rules = _Rules.for_file(project, text)
+    context = {"file": Path(filename).name, "batch": uuid.uuid4().hex, "format": fmt}
+    if user is not None:
+        context["by"] = user.pk
+    if fmt == "oasst":
+        trees = _parse_oasst(text, bad_lines, rules, report)
+        if report.ok:
+            _store_trees(project, trees, context, report)
+    else:
+        parse = _parse_csv if fmt == "csv" else _parse_jsonl
+        prompts = parse(text, bad_lines, rules, report.errors)
+        if report.ok and not prompts:
+            report.errors.append(ImportProblem(None, "the file holds no prompts"))
+        if report.ok:
+            _store_prompts(project, prompts, context, report)
+    return report
+
+
+def detect_format(filename: str, text: str) -> str:
+    """The format from the file name and the first line (a CSV header may be quoted too)."""
+    suffix = Path(filename).suffix.lower()
+    if suffix in {".csv", ".tsv"}:
+        return "csv"
+    head = FIRST_LINE.match(text).group(1).strip()
+    try:
+        first = json.loads(head) if head.startswith(("{", '"')) else None
+    except (ValueError, RecursionError):
+        first = None
+    if (
+        isinstance(first, dict)
+        and "message_tree_id" in first
+        and isinstance(first.get("prompt"), dict)
+    ):
+        return "oasst"
+    if suffix in JSON_SUFFIXES or isinstance(first, dict | str):
+        return "jsonl"
+    return "csv"

@@ -1,0 +1,183 @@
+"""Flat prompt files (JSONL and CSV): parse the prompts, store each as a pool conversation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.models import Conversation, Message, Project
+from annotations.selectors import prompt_pool
+from labelling.importers.bulk import _lock, insert_rows
+from labelling.importers.common import (
+    FIRST_LINE,
+    ImportProblem,
+    ImportReport,
+    _kind,
+    _lang_field,
+    _lines,
+    _load_json,
+    _Rules,
+    _text_field,
+)
+
+
+@dataclass
+class _Prompt:
+    line: int
+    text: str
+    lang: str
+    tags: list[str]
+
+
+def normalise(text: str) -> str:
+    """The key two prompts share when they are duplicates: whitespace and case do not count."""
+    return " ".join(text.split()).casefold()
+
+
+def _prompt_from(record: dict, line: int, rules: _Rules, problems: list) -> _Prompt | None:
+    before = len(problems)
+    text = _text_field(record, "prompt", line, problems, rules)
+    if text is not None:
+        text = text.strip()
+        if len(text) > rules.max_chars:
+            message = f"{len(text)} characters; the project's limit is {rules.max_chars}"
+            problems.append(ImportProblem(line, message, "prompt"))
+    lang = _lang_field(record, line, problems, rules)
+    tags = record.get("tags") or []
+    if not isinstance(tags, list) or not all(
+        isinstance(t, str) and not rules.unstorable(t) for t in tags
+    ):
+        problems.append(ImportProblem(line, "expected a list of strings", "tags"))
+    if len(problems) > before:
+        return None
+    return _Prompt(line=line, text=text, lang=lang, tags=[t.strip() for t in tags if t.strip()])
+
+
+def _parse_jsonl(text: str, bad_lines: set[int], rules: _Rules, problems: list) -> list[_Prompt]:
+    prompts = []
+    for number, line in _lines(text, bad_lines):
+        value, ok = _load_json(line, number, problems)
+        if not ok:
+            continue
+        if isinstance(value, str):
+            value = {"prompt": value}
+        elif not isinstance(value, dict):
+            problems.append(
+                ImportProblem(
+                    number,
+                    "expected an object with a 'prompt' field or a JSON string, "
+                    f"got {_kind(value)}",
+                )
+            )
+            continue
+        if prompt := _prompt_from(value, number, rules, problems):
+            prompts.append(prompt)
+    return prompts
+
+
+def _parse_csv(text: str, bad_lines: set[int], rules: _Rules, problems: list) -> list[_Prompt]:
+    head = FIRST_LINE.match(text).group(1)
+    try:
+        delimiter = csv.Sniffer().sniff(head, delimiters=",;\t").delimiter
+    except csv.Error:
+        delimiter = ","  # a single column has nothing to sniff
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    columns: dict[str, int] | None = None
+    width = 0
+    prompts = []
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if start not in bad_lines:
+                problems.append(ImportProblem(start, f"malformed CSV: {exc}"))
+            if reader.line_num < start:
+                break  # the reader did not move on: nothing more can be read
+            continue
+        if not row or start in bad_lines:
+            continue
+        if columns is None:
+            columns = {name.strip().casefold(): i for i, name in enumerate(row)}
+            width = len(row)
+            if "prompt" not in columns:
+                found = ", ".join(name.strip() for name in row)
+                problems.append(
+                    ImportProblem(start, f"no 'prompt' column in the header (found: {found})")
+                )
+                return []
+            continue
+        if len(row) != width:
+            problems.append(ImportProblem(start, f"{len(row)} fields where the header has {width}"))
+            continue
+        record = {"prompt": row[columns["prompt"]]}
+        if "lang" in columns:
+            record["lang"] = row[columns["lang"]]
+        if "tags" in columns:
+            record["tags"] = [t for t in re.split(r"[,;]", row[columns["tags"]]) if t.strip()]
+        if prompt := _prompt_from(record, start, rules, problems):
+            prompts.append(prompt)
+    if columns is None:
+        problems.append(ImportProblem(None, "no header row with a 'prompt' column"))
+    return prompts
+
+
+def _store_prompts(project: Project, prompts: list[_Prompt], context: dict, report: ImportReport):
+    with transaction.atomic():
+        _lock(project)
+        # Existing pool prompts count as duplicates whatever their state (a prompt a lead
+        # removed after a report stays removed when the same file comes in again).
+        seen = {
+            normalise(text)
+            for text in prompt_pool(project=project).values_list("text", flat=True).iterator()
+        }
+        fresh = []
+        for prompt in prompts:
+            key = normalise(prompt.text)
+            if key in seen:
+                report.duplicates += 1
+                continue
+            seen.add(key)
+            fresh.append(prompt)
+        now = timezone.now()
+        conversation_ids = insert_rows(
+            Conversation,
+            constants={
+                "project": project.pk,
+                "source": Conversation.Source.PROMPT,
+                "external_id": "",
+                "created_at": now,
+            },
+            columns={
+                "meta": [
+                    json.dumps({"tags": p.tags, "import": {**context, "line": p.line}})
+                    for p in fresh
+                ]
+            },
+            returning=True,
+        )
+        insert_rows(
+            Message,
+            constants={
+                "role": Message.Role.USER,
+                "depth": 0,
+                "is_synthetic": False,
+                "external_id": "",
+                "meta": {},
+                "created_at": now,
+            },
+            columns={
+                "conversation": conversation_ids,
+                "text": [p.text for p in fresh],
+                "lang": [p.lang for p in fresh],
+            },
+        )
+    report.imported = report.conversations = report.messages = len(fresh)

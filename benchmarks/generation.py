@@ -282,7 +282,7 @@ def create_requests(args: argparse.Namespace, policy: Path, *, dtype: str):
 def run_baseline(generator, counter: CallCounter, requests) -> Result:
     """One `generate` call per request, for its n rows alone, on the already loaded model."""
     from trainer_bridge.backends import Row, SamplingParams
-    from trainer_bridge.generation import request_messages
+    from trainer_bridge.selectors import request_messages
 
     work = []
     for request in requests:

@@ -16,9 +16,8 @@ from trainer_bridge.generation import (
     generation_request_create,
     generation_request_from_messages,
     generation_request_retry,
-    queue_position,
-    request_outputs,
 )
+from trainer_bridge.selectors import queue_position, request_outputs
 from trainer_bridge.views import generation_for_member
 
 TAGS = ["generations"]

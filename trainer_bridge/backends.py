@@ -11,7 +11,6 @@ the longest row ends.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import threading
 import time
@@ -20,15 +19,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trainer_bridge.loading import load_policy, quiet_progress_bars
+from trainer_bridge.sampling import DEFAULT_CANDIDATES, row_seed, sample_tokens
 
 if TYPE_CHECKING:
     import torch
 
     from annotations.models import ModelVersion
-
-# Top-p sorts only this many highest-probability tokens; a row whose nucleus is not complete
-# within them (or whose top_k is larger) falls back to sorting the whole vocabulary.
-DEFAULT_CANDIDATES = 256
 
 
 class GenerationOutOfMemory(RuntimeError):
@@ -77,99 +73,6 @@ class Row:
 class Sample:
     text: str
     completion_tokens: int
-
-
-def row_seed(seed: int, sample_index: int) -> int:
-    """A well-spread 63-bit seed for one sample of a seeded request."""
-    digest = hashlib.blake2b(f"{seed}/{sample_index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def sample_tokens(
-    probs: torch.Tensor,
-    *,
-    top_k: torch.Tensor,
-    top_p: torch.Tensor,
-    uniforms: torch.Tensor,
-    candidates: int = DEFAULT_CANDIDATES,
-) -> torch.Tensor:
-    """One token per row of `probs` (rows, vocab), drawn by inverse CDF with the row's uniform.
-
-    top_k (rows,) of 0 means no top-k cut; top_p (rows,) of 1 means no nucleus cut. Rows with
-    neither sample the whole vocabulary without sorting; the others sort only their `candidates`
-    most likely tokens unless the cut needs more.
-    """
-    import torch
-
-    vocab = probs.shape[-1]
-    limit = torch.where((top_k > 0) & (top_k < vocab), top_k, torch.full_like(top_k, vocab))
-    ranked = (limit < vocab) | (top_p < 1.0)
-    if not bool(ranked.any()):
-        return _inverse_cdf(probs, uniforms)
-    if bool(ranked.all()):
-        return _sample_ranked(probs, limit, top_p, uniforms, candidates)
-    tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-    plain = ~ranked
-    tokens[plain] = _inverse_cdf(probs[plain], uniforms[plain])
-    tokens[ranked] = _sample_ranked(
-        probs[ranked], limit[ranked], top_p[ranked], uniforms[ranked], candidates
-    )
-    return tokens
-
-
-def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """The token whose cumulative-probability interval holds uniform * total, for each row."""
-    import torch
-
-    cdf = probs.cumsum(-1)
-    target = (uniforms * cdf[:, -1]).unsqueeze(-1)
-    # right=True never lands on a zero-probability token: its interval is empty.
-    index = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.shape[-1] - 1)
-    return index.squeeze(-1)
-
-
-def _sample_ranked(
-    probs: torch.Tensor,
-    limit: torch.Tensor,
-    top_p: torch.Tensor,
-    uniforms: torch.Tensor,
-    candidates: int,
-) -> torch.Tensor:
-    """Draws under top-k/top-p cuts, sorting no more of each row than its cut needs.
-
-    Widths grow: the most likely token alone (enough whenever it holds top_p, the common case
-    for a confident model), then `candidates`, then the whole vocabulary, each for the rows the
-    previous width could not settle.
-    """
-    import torch
-
-    vocab = probs.shape[-1]
-    tokens = probs.new_empty(0, dtype=torch.long)  # filled by the first width, for every row
-    pending: torch.Tensor | None = None  # None: every row
-    for width in (1, candidates, vocab):
-        rows = probs if pending is None else probs[pending]
-        row_limit = limit if pending is None else limit[pending]
-        row_top_p = top_p if pending is None else top_p[pending]
-        width = min(vocab, max(width, 1), int(row_limit.max()))
-        values, indices = rows.topk(width, dim=-1)  # sorted, most likely first
-        cumulative = values.cumsum(-1)
-        rank = torch.arange(width, device=probs.device)
-        # A token stays if it is within top_k and the tokens before it hold less than top_p.
-        keep = (rank < row_limit.unsqueeze(-1)) & ((cumulative - values) < row_top_p.unsqueeze(-1))
-        choice = _inverse_cdf(values * keep, uniforms if pending is None else uniforms[pending])
-        drawn = indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
-        # Settled unless the cut may reach past this width: more tokens allowed, p not reached.
-        short = (row_limit > width) & (cumulative[:, -1] < row_top_p)
-        settled = ~short
-        if pending is None:
-            tokens = drawn
-            pending = short.nonzero().squeeze(-1)
-        else:
-            tokens[pending[settled]] = drawn[settled]
-            pending = pending[short]
-        if pending.numel() == 0 or width == vocab:
-            break
-    return tokens
 
 
 class _Batch:

@@ -17,11 +17,12 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Case, F, IntegerField, QuerySet, Value, When
+from django.db.models import Case, F, IntegerField, Value, When
 from django.utils import timezone
 
 from annotations.models import Conversation, GenerationRequest, Message, ModelVersion, Project
 from annotations.services import conversation_start, message_add
+from trainer_bridge.selectors import messages_by_request
 
 State = GenerationRequest.State
 
@@ -192,41 +193,6 @@ class GenerationResult:
     texts: list[str]
     prompt_tokens: int
     completion_tokens: int
-
-
-def request_messages(request: GenerationRequest) -> list[dict]:
-    from annotations.selectors import thread_to
-
-    return [{"role": m.role, "content": m.text} for m in thread_to(request.context)]
-
-
-def messages_by_request(requests: list[GenerationRequest]) -> dict[int, list[dict]]:
-    """`request_messages` for many requests (contexts loaded), by request id, in one query.
-
-    Loads every message of the contexts' conversations down to the deepest context, as
-    `thread_to` does for one, and walks each context's parents up to its root.
-    """
-    if not requests:
-        return {}
-    contexts = [request.context for request in requests]
-    by_id = {
-        m.pk: m
-        for m in Message.objects.filter(
-            conversation_id__in={c.conversation_id for c in contexts},
-            depth__lte=max(c.depth for c in contexts),
-        )
-        .only("id", "parent_id", "role", "text")
-        .order_by()
-    }
-    threads: dict[int, list[dict]] = {}
-    for request in requests:
-        chain: list[Message] = []
-        current: Message | None = by_id.get(request.context_id, request.context)
-        while current is not None:
-            chain.append(current)
-            current = by_id.get(current.parent_id) if current.parent_id else None
-        threads[request.pk] = [{"role": m.role, "content": m.text} for m in reversed(chain)]
-    return threads
 
 
 @transaction.atomic
@@ -434,19 +400,3 @@ def generations_requeue_stuck(*, now=None) -> tuple[int, int]:
             _enqueue_after_commit(request.pk)
     GenerationRequest.objects.bulk_update(stuck, ["state", "finished_at", "error", "started_at"])
     return requeued, failed
-
-
-def queue_position(request: GenerationRequest) -> int | None:
-    """1 for the next request a worker takes; None when the request is not queued."""
-    if request.state != State.QUEUED:
-        return None
-    return (
-        GenerationRequest.objects.filter(
-            state=State.QUEUED, queued_at__lt=request.queued_at
-        ).count()
-        + 1
-    )
-
-
-def request_outputs(request: GenerationRequest) -> QuerySet[Message]:
-    return request.outputs.order_by("output_index")

@@ -18,8 +18,8 @@ from annotations.selectors import thread_to
 from trainer_bridge.generation import (
     generation_request_from_messages,
     generation_request_retry,
-    queue_position,
 )
+from trainer_bridge.selectors import queue_position
 
 STATUS_TEMPLATE = "trainer_bridge/partials/_generation_status.html"
 RECENT_LIMIT = 20

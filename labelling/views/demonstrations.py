@@ -26,7 +26,7 @@ from labelling.assignment import (
 )
 from labelling.models import PromptReport, Task
 from labelling.views.pages import claim_for_page
-from trainer_bridge.generation import queue_position
+from trainer_bridge.selectors import queue_position
 
 PAGE = "labelling/demonstration.html"
 DRAFT = "labelling/_demo_draft.html"

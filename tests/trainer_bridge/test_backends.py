@@ -10,9 +10,9 @@ from trainer_bridge.backends import (
     ModelCache,
     Row,
     SamplingParams,
-    sample_tokens,
 )
 from trainer_bridge.loading import load_policy
+from trainer_bridge.sampling import sample_tokens
 
 PROMPTS = [
     [{"role": "user", "content": "How do I boil an egg?"}],

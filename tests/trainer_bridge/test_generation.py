@@ -15,8 +15,8 @@ from trainer_bridge.generation import (
     generation_request_create,
     generation_request_retry,
     generations_requeue_stuck,
-    queue_position,
 )
+from trainer_bridge.selectors import queue_position
 from trainer_bridge.worker import process_generation
 
 pytestmark = pytest.mark.django_db

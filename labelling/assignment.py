@@ -11,6 +11,7 @@ different open task and never receive the same one.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,15 +100,11 @@ def lease_deadline(project: Project) -> timezone.datetime:
     return timezone.now() + timedelta(seconds=project.task_lease_seconds)
 
 
-def held_tasks(*, project: Project, user: AbstractBaseUser) -> QuerySet[Task]:
-    return Task.objects.filter(project=project, assignee=user, state=Task.State.ASSIGNED)
-
-
 # A trainer holds a handful of tasks at most: one read answers both "do I hold one of this kind?"
 # and "am I at my limit?".
 _HELD = CompiledQuery(
-    lambda project_id, user_id: held_tasks(
-        project=Project(pk=project_id), user=get_user_model()(pk=user_id)
+    lambda project_id, user_id: Task.objects.filter(
+        project_id=project_id, assignee_id=user_id, state=Task.State.ASSIGNED
     ).order_by("assigned_at", "id"),
     project_id=int,
     user_id=int,
@@ -126,9 +123,6 @@ def eligible_tasks(handler: TaskKind, project: Project, user: AbstractBaseUser) 
     return handler.eligible(not_skipped_by(candidates, user), user)
 
 
-# The claim query of each kind, compiled on its first claim: the hottest request of all. This is
-# why `TaskKind.eligible` may use the user only through its id.
-_CLAIMS: dict[TaskKind, CompiledQuery] = {}
 # The claim walks open tasks in order and passes over those the trainer may not have, each
 # checked by NOT EXISTS. Expecting to stop at the first task, PostgreSQL would otherwise read
 # the trainer's whole history once and compare every task walked against all of it (a
@@ -137,18 +131,18 @@ _CLAIMS: dict[TaskKind, CompiledQuery] = {}
 _CLAIM_PLANNER = {"enable_material": "off"}
 
 
+# The claim query of each kind, compiled on its first claim: the hottest request of all. This is
+# why `TaskKind.eligible` may use the user only through its id.
+@functools.cache
 def _claim_query(handler: TaskKind) -> CompiledQuery:
-    query = _CLAIMS.get(handler)
-    if query is None:
-        query = _CLAIMS[handler] = CompiledQuery(
-            lambda project_id, user_id: eligible_tasks(
-                handler, Project(pk=project_id), get_user_model()(pk=user_id)
-            )[:1],
-            postgresql_settings=_CLAIM_PLANNER,
-            project_id=int,
-            user_id=int,
-        )
-    return query
+    return CompiledQuery(
+        lambda project_id, user_id: eligible_tasks(
+            handler, Project(pk=project_id), get_user_model()(pk=user_id)
+        )[:1],
+        postgresql_settings=_CLAIM_PLANNER,
+        project_id=int,
+        user_id=int,
+    )
 
 
 def _one_claim_at_a_time(project: Project, user: AbstractBaseUser) -> tuple[str, list]:

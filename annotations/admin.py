@@ -10,6 +10,7 @@ from annotations.models import (
     Message,
     ModelVersion,
     Project,
+    PromptReport,
     Ranking,
     RankingCandidate,
     RankingSet,
@@ -148,3 +149,15 @@ class GenerationRequestAdmin(admin.ModelAdmin):
     search_fields = ["error"]
     raw_id_fields = ["context", "requested_by"]
     readonly_fields = ["queued_at", "started_at", "finished_at", "error", "worker"]
+
+
+@admin.register(PromptReport)
+class PromptReportAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "message", "reason", "state", "reporter", "created_at"]
+    list_filter = ["state", "reason", "project"]
+    search_fields = ["note", "message__text"]
+    raw_id_fields = ["message", "reporter", "decided_by"]
+    list_select_related = ["project", "reporter"]
+    # Leads decide through the review queue, which settles every open report on the prompt at
+    # once; the admin shows the decision but does not make it.
+    readonly_fields = ["state", "decided_by", "decided_at"]

@@ -1,5 +1,5 @@
 """The data every other app builds on: projects and their members, models, conversation trees,
-ranking sets and rankings, labels, and requests for model-written text.
+ranking sets and rankings, labels, reports on prompts, and requests for model-written text.
 
 Projects and memberships live here rather than in `labelling` because every other package
 (exports, the trainer bridge) scopes its data and its access checks by project, and
@@ -544,3 +544,43 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}={self.value} on message {self.message_id}"
+
+
+class PromptReport(models.Model):
+    """A report that a prompt is unfit; the prompt leaves the pool until a lead decides."""
+
+    class Reason(models.TextChoices):
+        HARMFUL = "harmful", "Harmful"
+        PII = "pii", "Personal information"
+        NONSENSE = "nonsense", "Nonsense"
+        WRONG_LANGUAGE = "wrong_language", "Wrong language"
+
+    class State(models.TextChoices):
+        OPEN = "open", "Waiting for a lead"
+        UPHELD = "upheld", "Upheld: prompt removed"
+        DISMISSED = "dismissed", "Dismissed: prompt back in the pool"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompt_reports")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    note = models.CharField(max_length=1000, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.OPEN)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_reason_display()} report on message {self.message_id} ({self.state})"

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from labelling.models import PromptReport, Task, TaskSkip
+from labelling.models import Task, TaskSkip
 
 
 @admin.register(Task)
@@ -17,10 +17,3 @@ class TaskAdmin(admin.ModelAdmin):
 class TaskSkipAdmin(admin.ModelAdmin):
     list_display = ["id", "task", "user", "reason", "created_at"]
     raw_id_fields = ["task", "user"]
-
-
-@admin.register(PromptReport)
-class PromptReportAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "message", "reason", "state", "reporter", "created_at"]
-    list_filter = ["state", "reason", "project"]
-    raw_id_fields = ["message", "reporter", "decided_by"]

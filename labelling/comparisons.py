@@ -39,10 +39,10 @@ from annotations.models import (
     RankingCandidate,
     RankingSet,
 )
+from annotations.reports import prompt_reports_keeping_out
 from annotations.selectors import thread_to
 from labelling.demonstrations import SCRATCH_KEY
-from labelling.models import PromptReport, Task
-from labelling.reviews import KEEPS_OUT
+from labelling.models import Task
 from trainer_bridge.generation import generation_request_create
 
 logger = logging.getLogger(__name__)
@@ -70,9 +70,8 @@ def comparison_contexts_eligible(*, project: Project, kind: str) -> QuerySet[Mes
     """
     if kind not in CONTEXT_KINDS:
         raise ValueError(f"Unknown context kind {kind!r}; use one of {', '.join(CONTEXT_KINDS)}.")
-    reported = PromptReport.objects.filter(
-        message__conversation_id=OuterRef("conversation_id"),
-        state__in=KEEPS_OUT,
+    reported = prompt_reports_keeping_out().filter(
+        message__conversation_id=OuterRef("conversation_id")
     )
     contexts = Message.objects.filter(
         conversation__project=project,

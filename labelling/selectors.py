@@ -8,8 +8,8 @@ from django.db.models import Count, Exists, OuterRef
 
 from annotations.access import capabilities_of, projects_for_user
 from annotations.models import Conversation, GenerationRequest, Membership, Project, RankingSet
-from labelling.models import PromptReport, Task
-from labelling.reviews import KEEPS_OUT
+from annotations.reports import prompt_reports_keeping_out
+from labelling.models import Task
 
 
 @dataclass
@@ -53,8 +53,8 @@ def projects_with_queues(
         .values_list("project_id", "n")
     )
     # A prompt with an open or upheld report is out of the pool until a lead dismisses it.
-    reported = PromptReport.objects.filter(
-        message__conversation=OuterRef("pk"), message__parent=None, state__in=KEEPS_OUT
+    reported = prompt_reports_keeping_out().filter(
+        message__conversation=OuterRef("pk"), message__parent=None
     )
     pool = dict(
         Conversation.objects.filter(project_id__in=ids, source=Conversation.Source.PROMPT)

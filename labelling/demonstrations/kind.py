@@ -7,6 +7,12 @@ from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, QuerySet
 
 from annotations.models import Message, Project
+from annotations.reports import (
+    NOTE_MAX_CHARS,
+    prompt_report_create,
+    prompt_reports_keeping_out,
+    reported_prompt_ids,
+)
 from annotations.selectors import prompt_pool, thread_to
 from annotations.services import conversation_start
 from labelling.assignment import TaskKind, register_task_kind
@@ -21,8 +27,7 @@ from labelling.demonstrations.dialogue import (
     turns_allowed,
 )
 from labelling.demonstrations.drafts import _add_turn, _drafts, _scratch_turn, scratch_prune
-from labelling.models import PromptReport, Task
-from labelling.reviews import KEEPS_OUT, reported_prompt_ids
+from labelling.models import Task
 
 # ---------------------------------------------------------------- the task kind
 
@@ -115,7 +120,7 @@ def demonstration_describe(task: Task) -> dict:
 
 def demonstration_eligible(queryset: QuerySet[Task], user: AbstractBaseUser) -> QuerySet[Task]:
     """Open demonstration tasks, oldest first, leaving out prompts a report keeps out."""
-    reports = PromptReport.objects.filter(state__in=KEEPS_OUT)
+    reports = prompt_reports_keeping_out()
     message_reported = Exists(reports.filter(message=OuterRef("message")))
     root_reported = Exists(
         reports.filter(message__conversation=OuterRef("conversation"), message__parent=None)
@@ -154,20 +159,21 @@ def demonstration_on_skip(
 ) -> None:
     """File a report on the prompt if asked; drop scratch turns nobody will continue."""
     if report:
-        if report not in PromptReport.Reason.values:
-            choices = ", ".join(PromptReport.Reason.values)
-            raise ValidationError({"report": f"Unknown reason {report!r}; use one of {choices}."})
         if not task.message_id:
             raise ValidationError(
                 {"report": "This task starts blank: there is no prompt to report."}
             )
-        PromptReport.objects.create(
-            project=task.project,
-            message_id=task.message_id,
-            reporter=user,
-            reason=report,
-            note=reason[:1000],
-        )
+        try:
+            prompt_report_create(
+                project=task.project,
+                message=task.message,
+                reporter=user,
+                reason=report,
+                note=reason[:NOTE_MAX_CHARS],
+            )
+        except ValidationError as exc:
+            # The skip's `report` field carries the report's reason: name it as the caller did.
+            raise ValidationError({"report": exc.messages}) from exc
     if not task.project.keep_autosave_on_expiry:
         scratch_prune(task)
 

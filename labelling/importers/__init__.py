@@ -1,6 +1,6 @@
-"""Prompt and message-tree imports: check a whole file first, then store it in one transaction.
+"""Prompt, message-tree and conversation imports: check a whole file, then store it at once.
 
-Three formats come in:
+Five formats come in:
 
 - `jsonl`: one prompt per line, `{"prompt": "...", "lang": "en", "tags": ["..."]}` or a bare
   JSON string; each prompt becomes a pool conversation (source "prompt") with one user turn.
@@ -9,12 +9,19 @@ Three formats come in:
 - `oasst`: Open Assistant's message-tree export, one tree per line, imported whole: a
   conversation (source "import") with every human and model-written message, and a completed
   ranking set with one consensus ranking wherever two or more siblings carry a `rank`.
+- `messages` and `instruction`: conversations written by people elsewhere, in the JSONL forms
+  `datasets` and TRL use (`{"messages": [...]}`, `{"prompt": ..., "completion": ...}`), each
+  imported as a conversation (source "import") of human-written demonstrations (dialogues.py).
+
+Every conversation an import creates carries `meta["dataset"]`, a short name (the caller's, or
+the file's stem) that exports filter and count rows by.
 
 A file is taken or refused as a whole: every problem is collected with its line number before
 anything is written, and nothing is stored unless there are none. Duplicates are not problems;
 they are skipped and counted (prompts by normalised text against the pool and earlier lines,
-trees by `message_tree_id`). Prompts must fit the project's `max_message_chars`; messages of a
-tree are a record of what was written and are taken whatever their length.
+trees by `message_tree_id`, conversations by their normalised turns). Prompts must fit the
+project's `max_message_chars`; messages of a tree or an imported conversation are a record of
+what was written and are taken whatever their length.
 """
 
 from __future__ import annotations
@@ -30,15 +37,29 @@ from django.template.defaultfilters import filesizeformat
 
 from annotations.models import Project
 from labelling.importers.bulk import insert_rows
-from labelling.importers.common import FIRST_LINE, ImportProblem, ImportReport, _decode, _Rules
+from labelling.importers.common import (
+    DATASET_NAME_RULE,
+    DIALOGUE_FORMATS,
+    FIRST_LINE,
+    ImportProblem,
+    ImportReport,
+    _decode,
+    _Rules,
+    dataset_name_problem,
+    default_dataset_name,
+)
+from labelling.importers.dialogues import _parse_dialogues, _store_dialogues
 from labelling.importers.prompts import _parse_csv, _parse_jsonl, _store_prompts, normalise
 from labelling.importers.trees import _parse_oasst, _store_trees, ranked_groups
 
 __all__ = [
+    "DATASET_NAME_RULE",
     "DEFAULT_MAX_BYTES",
     "FORMATS",
     "ImportProblem",
     "ImportReport",
+    "dataset_name_problem",
+    "default_dataset_name",
     "detect_format",
     "import_max_bytes",
     "insert_rows",
@@ -47,7 +68,7 @@ __all__ = [
     "ranked_groups",
 ]
 
-FORMATS = ("jsonl", "csv", "oasst")
+FORMATS = ("jsonl", "csv", "oasst", *DIALOGUE_FORMATS)
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 JSON_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 
@@ -62,16 +83,21 @@ def prompt_file_import(
     source: bytes | BinaryIO,
     filename: str = "",
     fmt: str | None = None,
+    dataset: str | None = None,
     user: AbstractBaseUser | None = None,
 ) -> ImportReport:
     """Check the whole file, then import it in one transaction, or import nothing.
 
-    `source` is the file's bytes or a binary file object (an upload, an open file). The report
-    lists every problem with its line number when the file is refused.
+    `source` is the file's bytes or a binary file object (an upload, an open file). `dataset`
+    names where the conversations came from (`meta["dataset"]`); by default the file's stem.
+    The report lists every problem with its line number when the file is refused.
     """
     if fmt and fmt not in FORMATS:
         problem = ImportProblem(None, f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
         return ImportReport(format=fmt, errors=[problem])
+    dataset = default_dataset_name(filename) if dataset is None else dataset
+    if why := dataset_name_problem(dataset):
+        return ImportReport(format=fmt or "unknown", errors=[ImportProblem(None, why, "dataset")])
     limit = import_max_bytes()
     data = source if isinstance(source, bytes) else source.read(limit + 1)
     if len(data) > limit:
@@ -82,7 +108,7 @@ def prompt_file_import(
         return ImportReport(format=fmt or "unknown", errors=[ImportProblem(None, message)])
     text, problems, bad_lines = _decode(data)
     fmt = fmt or detect_format(filename, text)
-    report = ImportReport(format=fmt, errors=problems)
+    report = ImportReport(format=fmt, dataset=dataset, errors=problems)
     if not text.strip():
         report.errors.append(ImportProblem(None, "the file is empty"))
         return report
@@ -94,6 +120,12 @@ def prompt_file_import(
         trees = _parse_oasst(text, bad_lines, rules, report)
         if report.ok:
             _store_trees(project, trees, context, report)
+    elif fmt in DIALOGUE_FORMATS:
+        dialogues = _parse_dialogues(text, bad_lines, rules, fmt, report.errors)
+        if report.ok and not dialogues:
+            report.errors.append(ImportProblem(None, "the file holds no conversations"))
+        if report.ok:
+            _store_dialogues(project, dialogues, context, report)
     else:
         parse = _parse_csv if fmt == "csv" else _parse_jsonl
         prompts = parse(text, bad_lines, rules, report.errors)
@@ -120,6 +152,10 @@ def detect_format(filename: str, text: str) -> str:
         and isinstance(first.get("prompt"), dict)
     ):
         return "oasst"
+    if isinstance(first, dict) and isinstance(first.get("messages"), list):
+        return "messages"
+    if isinstance(first, dict) and "prompt" in first and "completion" in first:
+        return "instruction"
     if suffix in JSON_SUFFIXES or isinstance(first, dict | str):
         return "jsonl"
     return "csv"

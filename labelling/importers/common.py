@@ -6,12 +6,18 @@ import codecs
 import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from annotations.models import Message, Project
 
 LANG_MAX = Message._meta.get_field("lang").max_length
 FIRST_LINE = re.compile(r"\s*(.*)")
 RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+# Whole human-written conversations, stored as imported demonstrations (see dialogues.py).
+DIALOGUE_FORMATS = ("messages", "instruction")
+# Conversation.meta["dataset"]: the short name an export filters and counts imported rows by.
+DATASET_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+DATASET_NAME_RULE = "1 to 64 letters, digits, '.', '_' or '-'"
 
 
 @dataclass(frozen=True)
@@ -23,7 +29,8 @@ class ImportProblem:
     field: str | None = None
 
     def __str__(self) -> str:
-        parts = [f"line {self.line}" if self.line else "file"]
+        # A problem with an option (a field, no line) is not a problem of the file's content.
+        parts = [f"line {self.line}"] if self.line else [] if self.field else ["file"]
         if self.field:
             parts.append(f"field '{self.field}'")
         parts.append(self.message)
@@ -33,7 +40,8 @@ class ImportProblem:
 @dataclass
 class ImportReport:
     format: str
-    imported: int = 0  # prompts, or trees for oasst
+    dataset: str = ""
+    imported: int = 0  # prompts, trees for oasst, conversations for the dialogue formats
     duplicates: int = 0
     conversations: int = 0
     messages: int = 0
@@ -47,17 +55,24 @@ class ImportReport:
 
     @property
     def unit(self) -> str:
-        return "trees" if self.format == "oasst" else "prompts"
+        return self._noun + "s"
+
+    @property
+    def _noun(self) -> str:
+        if self.format == "oasst":
+            return "tree"
+        return "conversation" if self.format in DIALOGUE_FORMATS else "prompt"
 
     def summary(self) -> str:
         if self.errors:
             problems = _count(len(self.errors), "problem")
             return f"The file was refused with {problems}; nothing was imported."
-        unit = "tree" if self.format == "oasst" else "prompt"
         text = (
-            f"Imported {_count(self.imported, unit)} "
+            f"Imported {_count(self.imported, self._noun)} "
             f"({_count(self.duplicates, 'duplicate')} skipped)"
         )
+        if self.format in DIALOGUE_FORMATS:
+            text += f": {_count(self.messages, 'message')}"
         if self.format == "oasst":
             text += (
                 f": {_count(self.conversations, 'conversation')}, "
@@ -77,6 +92,7 @@ class _Rules:
 
     default_lang: str
     max_chars: int
+    max_turns: int
     # A string can only hold a NUL or an unpaired surrogate through a raw NUL or a \u escape
     # of one, so a file with neither skips the per-string check.
     check_strings: bool
@@ -86,11 +102,26 @@ class _Rules:
         return cls(
             default_lang=(project.languages or ["en"])[0],
             max_chars=project.max_message_chars,
+            max_turns=project.max_turns,
             check_strings="\x00" in text or bool(RISKY_ESCAPE.search(text)),
         )
 
     def unstorable(self, text: str) -> str | None:
         return _unstorable(text) if self.check_strings else None
+
+
+def dataset_name_problem(name: str) -> str | None:
+    """Why `name` cannot tag an import's conversations as their dataset, if it cannot."""
+    if isinstance(name, str) and DATASET_NAME.fullmatch(name):
+        return None
+    return f"expected {DATASET_NAME_RULE}, got {name!r}"
+
+
+def default_dataset_name(filename: str) -> str:
+    """The file's stem made into a dataset name: `dolly.jsonl` -> `dolly`, `my data.csv` ->
+    `my-data`."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(filename).stem).strip("-.")
+    return stem[:64].rstrip("-.") or "import"
 
 
 # --- Reading --------------------------------------------------------------------------------
@@ -208,3 +239,13 @@ def _lang_field(record: dict, line: int, problems: list, rules: _Rules, *, path:
         )
         return rules.default_lang
     return value.strip()
+
+
+def _tags_field(record: dict, line: int, problems: list, rules: _Rules) -> list[str]:
+    tags = record.get("tags") or []
+    if not isinstance(tags, list) or not all(
+        isinstance(t, str) and not rules.unstorable(t) for t in tags
+    ):
+        problems.append(ImportProblem(line, "expected a list of strings", "tags"))
+        return []
+    return [t.strip() for t in tags if t.strip()]

@@ -23,6 +23,7 @@ from labelling.importers.common import (
     _lines,
     _load_json,
     _Rules,
+    _tags_field,
     _text_field,
 )
 
@@ -49,14 +50,10 @@ def _prompt_from(record: dict, line: int, rules: _Rules, problems: list) -> _Pro
             message = f"{len(text)} characters; the project's limit is {rules.max_chars}"
             problems.append(ImportProblem(line, message, "prompt"))
     lang = _lang_field(record, line, problems, rules)
-    tags = record.get("tags") or []
-    if not isinstance(tags, list) or not all(
-        isinstance(t, str) and not rules.unstorable(t) for t in tags
-    ):
-        problems.append(ImportProblem(line, "expected a list of strings", "tags"))
+    tags = _tags_field(record, line, problems, rules)
     if len(problems) > before:
         return None
-    return _Prompt(line=line, text=text, lang=lang, tags=[t.strip() for t in tags if t.strip()])
+    return _Prompt(line=line, text=text, lang=lang, tags=tags)
 
 
 def _parse_jsonl(text: str, bad_lines: set[int], rules: _Rules, problems: list) -> list[_Prompt]:
@@ -131,6 +128,7 @@ def _parse_csv(text: str, bad_lines: set[int], rules: _Rules, problems: list) ->
 
 
 def _store_prompts(project: Project, prompts: list[_Prompt], context: dict, report: ImportReport):
+    dataset = report.dataset
     with transaction.atomic():
         _lock(project)
         # Existing pool prompts count as duplicates whatever their state (a prompt a lead
@@ -158,7 +156,13 @@ def _store_prompts(project: Project, prompts: list[_Prompt], context: dict, repo
             },
             columns={
                 "meta": [
-                    json.dumps({"tags": p.tags, "import": {**context, "line": p.line}})
+                    json.dumps(
+                        {
+                            "tags": p.tags,
+                            "dataset": dataset,
+                            "import": {**context, "line": p.line},
+                        }
+                    )
                     for p in fresh
                 ]
             },

@@ -230,7 +230,11 @@ def _store_trees(project: Project, trees: list[_Tree], context: dict, report: Im
                     project=project,
                     source=Conversation.Source.IMPORT,
                     external_id=tree.tree_id,
-                    meta={"tree_state": tree.state, "import": {**context, "line": tree.line}},
+                    meta={
+                        "tree_state": tree.state,
+                        "dataset": report.dataset,
+                        "import": {**context, "line": tree.line},
+                    },
                 )
                 for tree in fresh
             ],

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
 from annotations.access import project_for_member
-from annotations.models import Conversation, GenerationRequest, Message
+from annotations.models import Conversation, GenerationRequest, Message, PromptReport
 from annotations.selectors import thread_to
 from labelling import demonstrations as demo
 from labelling.assignment import (
@@ -24,7 +24,7 @@ from labelling.assignment import (
     task_skip,
     task_submit,
 )
-from labelling.models import PromptReport, Task
+from labelling.models import Task
 from labelling.views.pages import claim_for_page
 from trainer_bridge.selectors import queue_position
 

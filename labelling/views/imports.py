@@ -1,4 +1,4 @@
-"""The leads' import page: upload prompts or message trees, see what came in or what is wrong."""
+"""The leads' import page: upload prompts, trees or conversations, see what came in or not."""
 
 from dataclasses import asdict
 
@@ -11,7 +11,12 @@ from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from annotations.access import project_for_member
-from labelling.importers import import_max_bytes, prompt_file_import
+from labelling.importers import (
+    DATASET_NAME_RULE,
+    dataset_name_problem,
+    import_max_bytes,
+    prompt_file_import,
+)
 
 PAGE = "labelling/import.html"
 # A refused file can have a problem on every line; the page lists this many, the command all.
@@ -28,7 +33,18 @@ class ImportForm(forms.Form):
             ("jsonl", "JSONL prompts"),
             ("csv", "CSV with a prompt column"),
             ("oasst", "Open Assistant message trees"),
+            ("messages", "Conversations (messages JSONL)"),
+            ("instruction", "Prompt and completion pairs"),
         ],
+    )
+    dataset = forms.CharField(
+        label="Dataset name",
+        required=False,
+        strip=True,
+        help_text=(
+            "Where these come from, kept with every imported conversation so exports can "
+            f"include or leave it out: {DATASET_NAME_RULE}. Default: the file's name."
+        ),
     )
 
     def __init__(self, *args, **kwargs) -> None:
@@ -37,6 +53,14 @@ class ImportForm(forms.Form):
         limit = filesizeformat(import_max_bytes())
         self.fields["file"].help_text = f"UTF-8, at most {limit}."
         self.fields["file"].widget.attrs["accept"] = ".jsonl,.json,.ndjson,.csv,.tsv,.txt"
+
+    def clean_dataset(self) -> str | None:
+        name = self.cleaned_data["dataset"]
+        if not name:
+            return None
+        if dataset_name_problem(name):
+            raise forms.ValidationError(f"Expected {DATASET_NAME_RULE}.", code="invalid")
+        return name
 
 
 def _session_key(project) -> str:
@@ -56,6 +80,7 @@ def prompt_import(request: HttpRequest, slug: str) -> HttpResponse:
             source=upload,
             filename=upload.name,
             fmt=form.cleaned_data["format"] or None,
+            dataset=form.cleaned_data["dataset"],
             user=request.user,
         )
         if report.ok:

@@ -10,8 +10,13 @@ from django.urls import path
 from django.views.decorators.http import require_GET, require_POST
 
 from annotations.access import project_for_member
-from labelling.models import PromptReport
-from labelling.reviews import decided_prompt_reports, open_prompt_reports, prompt_report_decide
+from annotations.models import PromptReport
+from annotations.reports import (
+    decided_prompt_reports,
+    open_prompt_reports,
+    prompt_report_decide,
+    prompt_reports,
+)
 
 PAGE = "labelling/reviews.html"
 RECENT_DECISIONS = 10
@@ -42,9 +47,7 @@ def prompt_reviews(request: HttpRequest, slug: str) -> HttpResponse:
 @require_POST
 def prompt_report_decision(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = project_for_member(request.user, slug, capability="manage")
-    report = get_object_or_404(
-        PromptReport.objects.select_related("project"), pk=pk, project=project
-    )
+    report = get_object_or_404(prompt_reports(project), pk=pk)
     decision = request.POST.get("decision")
     if decision not in ("uphold", "dismiss"):
         return HttpResponse("Choose uphold or dismiss.", status=400, content_type="text/plain")

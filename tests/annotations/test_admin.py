@@ -21,7 +21,7 @@ def test_every_model_of_ours_has_a_working_admin(client, project):
     names = {model.__name__ for model in ours}
     assert {
         "Project", "Membership", "ModelVersion", "Conversation", "Message", "RankingSet",
-        "Ranking", "Label", "GenerationRequest", "Task",
+        "Ranking", "Label", "GenerationRequest", "PromptReport", "Task",
     } <= names  # fmt: skip
     for model in ours:
         opts = model._meta

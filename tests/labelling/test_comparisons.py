@@ -12,9 +12,11 @@ from annotations.models import (
     GenerationRequest,
     Membership,
     Message,
+    PromptReport,
     RankingCandidate,
     RankingSet,
 )
+from annotations.reports import prompt_report_create
 from annotations.services import conversation_start, message_add
 from labelling import tasks
 from labelling.assignment import task_claim_next
@@ -25,7 +27,7 @@ from labelling.comparisons import (
     comparisons_top_up,
     normalised_text,
 )
-from labelling.models import PromptReport, Task
+from labelling.models import Task
 from tests.factories import ModelVersionFactory, ProjectFactory, UserFactory
 from trainer_bridge.worker import process_generation
 
@@ -213,7 +215,7 @@ def test_every_allowed_kind_gets_picked(project, one_context_of_each_kind):
 
 def test_reported_prompts_and_full_conversations_are_not_picked(project):
     reported = _prompt(project, "Reported prompt.")
-    PromptReport.objects.create(project=project, message=reported, reason="nonsense")
+    prompt_report_create(project=project, message=reported, reporter=None, reason="nonsense")
     project.max_turns = 2
     project.save()
     _, deep = conversation_start(project=project, text="Hi.")

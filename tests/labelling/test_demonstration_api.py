@@ -2,9 +2,9 @@
 
 import pytest
 
-from annotations.models import Conversation, Message
+from annotations.models import Conversation, Message, PromptReport
 from annotations.services import conversation_start
-from labelling.models import PromptReport, Task
+from labelling.models import Task
 from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

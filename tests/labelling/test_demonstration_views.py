@@ -6,10 +6,10 @@ import re
 import pytest
 from django.urls import reverse
 
-from annotations.models import Conversation, GenerationRequest, Message
+from annotations.models import Conversation, GenerationRequest, Message, PromptReport
 from annotations.services import conversation_start
 from labelling.assignment import task_autosave, task_claim_next
-from labelling.models import PromptReport, Task
+from labelling.models import Task
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

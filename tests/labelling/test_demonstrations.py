@@ -10,7 +10,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
-from annotations.models import Conversation, GenerationRequest, Message
+from annotations.models import Conversation, GenerationRequest, Message, PromptReport
+from annotations.reports import prompt_report_create
 from annotations.services import conversation_start, message_add
 from labelling import demonstrations as demo
 from labelling.assignment import (
@@ -21,7 +22,7 @@ from labelling.assignment import (
     task_submit,
 )
 from labelling.demonstrations import edit_distance
-from labelling.models import PromptReport, Task
+from labelling.models import Task
 from labelling.services import task_leases_expire
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
 
@@ -208,7 +209,7 @@ def test_reported_prompts_leave_the_pool_until_a_lead_dismisses_the_report(proje
 @pytest.mark.django_db
 def test_a_prompt_reported_before_it_was_claimed_is_never_supplied(project, trainer):
     prompt = _prompt(project, "Spam spam spam")
-    PromptReport.objects.create(project=project, message=prompt, reason="nonsense")
+    prompt_report_create(project=project, message=prompt, reporter=None, reason="nonsense")
     assert _claim(project, trainer).message is None
 
 

@@ -134,3 +134,57 @@ def test_project_page_links_to_import_and_reviews_for_leads_only(client, project
     client.force_login(trainer)
     page = client.get(detail).content.decode()
     assert URL not in page and reverse("prompt-reviews", args=["alpha"]) not in page
+
+
+def test_conversations_upload_with_a_dataset_name(client, project, lead):
+    client.force_login(lead)
+    page = client.get(URL).content.decode()
+    assert 'name="dataset"' in page and "Dataset name" in page
+    assert '<option value="messages">' in page and '<option value="instruction">' in page
+
+    rows = [
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}]},
+    ]
+    file = upload("export.jsonl", jsonl(*rows))
+    response = client.post(URL, {"file": file, "format": "", "dataset": "oasst2-top1"})
+    assert response.status_code == 302
+
+    page = client.get(URL).content.decode()
+    assert "Imported 1 conversation (1 duplicate skipped): 2 messages." in page
+    assert "<dt>Dataset</dt><dd>oasst2-top1</dd>" in page
+    assert "<dt>Format</dt><dd>messages</dd>" in page
+    conversation = Conversation.objects.get(project=project)
+    assert conversation.source == "import" and conversation.meta["dataset"] == "oasst2-top1"
+    assert conversation.meta["import"]["by"] == lead.pk
+
+
+def test_without_a_dataset_name_the_file_stem_is_used(client, project, lead):
+    client.force_login(lead)
+    file = upload("dolly 15k.jsonl", jsonl({"prompt": "Q?", "completion": "A."}))
+    assert client.post(URL, {"file": file, "dataset": "  "}).status_code == 302
+    assert "<dt>Dataset</dt><dd>dolly-15k</dd>" in client.get(URL).content.decode()
+    assert Conversation.objects.get(project=project).meta["dataset"] == "dolly-15k"
+
+
+def test_a_bad_dataset_name_is_a_form_error_and_stores_nothing(client, project, lead):
+    client.force_login(lead)
+    file = upload("pairs.jsonl", jsonl({"prompt": "Q?", "completion": "A."}))
+    response = client.post(URL, {"file": file, "dataset": "my/set"})
+    assert response.status_code == 400
+    assert "Expected 1 to 64 letters, digits, &#x27;.&#x27;, &#x27;_&#x27; or &#x27;-&#x27;." in (
+        response.content.decode()
+    )
+    assert not Conversation.objects.exists()
+
+
+def test_a_refused_conversation_file_lists_line_and_field(client, project, lead):
+    client.force_login(lead)
+    rows = [{"prompt": "Q?", "completion": [{"role": "user", "content": "A."}]}]
+    response = client.post(URL, {"file": upload("pairs.jsonl", jsonl(*rows))})
+    assert response.status_code == 400
+    assert (
+        "line 1: field &#x27;completion[0].role&#x27;: expected assistant, got user"
+        in response.content.decode()
+    )
+    assert not Conversation.objects.exists()

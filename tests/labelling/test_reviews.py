@@ -1,16 +1,13 @@
-"""Reported prompts: the selector that keeps them out of the pool, the decision, the queue page."""
+"""The leads' review queue page: listing reported prompts and deciding on them."""
 
 import pytest
-from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 
-from annotations.access import AccessDenied
-from annotations.selectors import prompt_pool
+from annotations.models import PromptReport
+from annotations.reports import prompt_report_create
 from annotations.services import conversation_start
-from labelling.models import PromptReport
-from labelling.reviews import prompt_report_decide, reported_prompt_ids
-from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.factories import MembershipFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +19,7 @@ def prompt(project, text):
 
 
 def report_on(message, reporter=None, reason="harmful", note=""):
-    return PromptReport.objects.create(
+    return prompt_report_create(
         project=message.conversation.project,
         message=message,
         reporter=reporter,
@@ -33,77 +30,6 @@ def report_on(message, reporter=None, reason="harmful", note=""):
 
 def decide_url(report):
     return reverse("prompt-report-decide", args=[report.project.slug, report.pk])
-
-
-def available(project) -> set[str]:
-    return set(
-        prompt_pool(project=project)
-        .exclude(pk__in=reported_prompt_ids(project))
-        .values_list("text", flat=True)
-    )
-
-
-# --- Selector and service -----------------------------------------------------------------------
-
-
-def test_open_and_upheld_reports_keep_prompts_out_of_the_pool(project, trainer):
-    clean = prompt(project, "Clean")
-    open_ = prompt(project, "Reported")
-    upheld = prompt(project, "Removed")
-    dismissed = prompt(project, "Cleared")
-    report_on(open_, trainer)
-    PromptReport.objects.filter(pk=report_on(upheld, trainer).pk).update(state="upheld")
-    PromptReport.objects.filter(pk=report_on(dismissed, trainer).pk).update(state="dismissed")
-    other = ProjectFactory(slug="other")
-    report_on(prompt(other, "Elsewhere"))
-
-    assert set(reported_prompt_ids(project)) == {open_.pk, upheld.pk}
-    assert available(project) == {"Clean", "Cleared"}
-    assert clean.pk not in set(reported_prompt_ids(project))
-
-
-def test_upholding_keeps_the_prompt_out_and_settles_every_open_report_on_it(project, trainer, lead):
-    message = prompt(project, "Reported twice")
-    first = report_on(message, trainer, "harmful")
-    second = report_on(message, UserFactory(username="tom"), "pii")
-    unrelated = report_on(prompt(project, "Another"), trainer)
-
-    decided = prompt_report_decide(report=first, user=lead, uphold=True)
-
-    assert decided.state == "upheld" and decided.decided_by == lead and decided.decided_at
-    second.refresh_from_db()
-    unrelated.refresh_from_db()
-    assert (second.state, second.decided_by) == ("upheld", lead)
-    assert unrelated.state == "open"
-    assert "Reported twice" not in available(project)
-
-
-def test_dismissing_puts_the_prompt_back(project, trainer, lead):
-    message = prompt(project, "Fine after all")
-    report = report_on(message, trainer, "nonsense")
-    assert available(project) == set()
-    decided = prompt_report_decide(report=report, user=lead, uphold=False)
-    assert decided.state == "dismissed"
-    assert available(project) == {"Fine after all"}
-
-
-def test_a_decision_stands(project, trainer, lead):
-    report = report_on(prompt(project, "P"), trainer)
-    prompt_report_decide(report=report, user=lead, uphold=True)
-    first_time = PromptReport.objects.get().decided_at
-    # The same decision again (a double click) changes nothing; the other one is refused.
-    assert prompt_report_decide(report=report, user=lead, uphold=True).decided_at == first_time
-    with pytest.raises(ValidationError, match="already decided"):
-        prompt_report_decide(report=report, user=lead, uphold=False)
-    assert PromptReport.objects.get().state == "upheld"
-
-
-def test_only_leads_decide(project, trainer, engineer):
-    report = report_on(prompt(project, "P"), trainer)
-    for user in (trainer, engineer):
-        with pytest.raises(AccessDenied):
-            prompt_report_decide(report=report, user=user, uphold=True)
-    assert PromptReport.objects.get().state == "open"
 
 
 # --- The queue page -----------------------------------------------------------------------------

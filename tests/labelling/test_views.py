@@ -5,7 +5,7 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
-from labelling.models import PromptReport
+from annotations.reports import prompt_report_create
 from tests.factories import MembershipFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -100,7 +100,7 @@ def test_home_shows_queue_counts(client, project, trainer):
     for text in ("one", "two", "three", "spam"):
         _, root = conversation_start(project=project, text=text, source="prompt")
     # A reported prompt leaves the pool while its report is open.
-    PromptReport.objects.create(project=project, message=root, reason="spam")
+    prompt_report_create(project=project, message=root, reporter=None, reason="nonsense")
     other = ProjectFactory(slug="beta", name="Beta")
     MembershipFactory(project=other, user=trainer, role="trainer")
     client.force_login(trainer)

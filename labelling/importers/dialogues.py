@@ -1,0 +1,332 @@
+"""Conversations people wrote elsewhere: check each line's turns, store each as a demonstration.
+
+Two JSONL forms come in, the ones `datasets` and TRL use for supervised fine-tuning:
+
+- `messages`: `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`.
+- `instruction`: `{"prompt": ..., "completion": ...}`, each a string (one user turn, one
+  assistant turn) or a list of messages (TRL's conversational prompt-completion form: the
+  prompt's turns, then one assistant message).
+
+Both take an optional `system` string (a system prompt for turns that do not start with one)
+and, like JSONL prompts, optional `lang` and `tags`; other keys of a line are ignored. A message
+holds `role` and `content` and nothing else: any other key (`name`, `weight`, `tool_calls`) is a
+problem, not dropped in silence, because each of them changes what the turn means.
+
+The turns are an optional system turn, then user and assistant turns in alternation, ending with
+an assistant turn; at most the project's `max_turns`. Texts are taken whatever their length (a
+record of what was written, like a tree's messages). Each line becomes a conversation (source
+"import") of human-written messages: no author, not synthetic. Its external id is a digest of
+the normalised turns, so the same conversation again, in the file or already in the project, is
+a duplicate: skipped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.models import Conversation, Message, Project
+from annotations.services import NEXT_ROLES
+from labelling.importers.bulk import _lock, insert_rows
+from labelling.importers.common import (
+    ImportProblem,
+    ImportReport,
+    _kind,
+    _lang_field,
+    _lines,
+    _load_json,
+    _Rules,
+    _tags_field,
+    _text_field,
+)
+from labelling.importers.prompts import normalise
+
+ROLES = (Message.Role.SYSTEM, Message.Role.USER, Message.Role.ASSISTANT)
+MESSAGE_KEYS = ("role", "content")
+# Conversation.external_id of an imported dialogue: this prefix and the SHA-256 of its turns.
+KEY_PREFIX = "sha256:"
+
+
+@dataclass(frozen=True)
+class _Turn:
+    role: str
+    text: str
+    field: str  # where problems with its role point: "messages[2].role", or "prompt"
+
+
+@dataclass
+class _Dialogue:
+    line: int
+    turns: list[_Turn]
+    lang: str
+    tags: list[str]
+
+    @property
+    def key(self) -> str:
+        """The same for two dialogues whose turns differ only in spacing or case."""
+        turns = [[turn.role, normalise(turn.text)] for turn in self.turns]
+        return KEY_PREFIX + hashlib.sha256(json.dumps(turns).encode()).hexdigest()
+
+
+def _parse_dialogues(
+    text: str, bad_lines: set[int], rules: _Rules, fmt: str, problems: list[ImportProblem]
+) -> list[_Dialogue]:
+    read = _messages_turns if fmt == "messages" else _instruction_turns
+    shape = "a 'messages' array" if fmt == "messages" else "'prompt' and 'completion' fields"
+    dialogues = []
+    for number, line in _lines(text, bad_lines):
+        value, ok = _load_json(line, number, problems)
+        if not ok:
+            continue
+        if not isinstance(value, dict):
+            problems.append(
+                ImportProblem(number, f"expected an object with {shape}, got {_kind(value)}")
+            )
+            continue
+        before = len(problems)
+        turns = read(value, number, rules, problems)
+        lang = _lang_field(value, number, problems, rules)
+        tags = _tags_field(value, number, problems, rules)
+        if len(problems) == before:
+            dialogues.append(_Dialogue(line=number, turns=turns, lang=lang, tags=tags))
+    return dialogues
+
+
+def _messages_turns(record: dict, line: int, rules: _Rules, problems: list) -> list[_Turn]:
+    before = len(problems)
+    system = _system_turn(record, line, rules, problems)
+    messages = _message_list(record, "messages", line, rules, problems)
+    if len(problems) > before:
+        return []
+    if system and messages and messages[0].role == Message.Role.SYSTEM:
+        problems.append(
+            ImportProblem(line, "the messages already start with a system message", "system")
+        )
+        return []
+    turns = [system, *messages] if system else messages
+    if not _in_order(turns, line, problems):
+        return []
+    if not turns:
+        problems.append(
+            ImportProblem(line, "empty; expected a user turn and an assistant turn", "messages")
+        )
+    elif turns[-1].role != Message.Role.ASSISTANT:
+        problems.append(
+            ImportProblem(
+                line,
+                f"the conversation ends with {_a(turns[-1].role)} turn; "
+                "it must end with an assistant turn",
+                "messages",
+            )
+        )
+    elif len(turns) > rules.max_turns:
+        problems.append(ImportProblem(line, _too_many(turns, rules), "messages"))
+    return turns
+
+
+def _instruction_turns(record: dict, line: int, rules: _Rules, problems: list) -> list[_Turn]:
+    before = len(problems)
+    system = _system_turn(record, line, rules, problems)
+    prompt = _part(record, "prompt", Message.Role.USER, line, rules, problems)
+    completion = _part(record, "completion", Message.Role.ASSISTANT, line, rules, problems)
+    if len(problems) > before:
+        return []
+    if system and prompt and prompt[0].role == Message.Role.SYSTEM:
+        problems.append(
+            ImportProblem(line, "the prompt already starts with a system message", "system")
+        )
+        return []
+    asked = [system, *prompt] if system else prompt
+    if not _in_order(asked, line, problems):
+        return []
+    if not prompt:
+        problems.append(ImportProblem(line, "empty; expected at least a user turn", "prompt"))
+    elif asked[-1].role != Message.Role.USER:
+        problems.append(
+            ImportProblem(
+                line,
+                f"the prompt ends with {_a(asked[-1].role)} turn; it must end with a user turn",
+                "prompt",
+            )
+        )
+    if len(completion) != 1:
+        problems.append(
+            ImportProblem(
+                line, f"expected one assistant message, got {len(completion)}", "completion"
+            )
+        )
+    elif completion[0].role != Message.Role.ASSISTANT:
+        problems.append(
+            ImportProblem(
+                line, f"expected assistant, got {completion[0].role}", completion[0].field
+            )
+        )
+    if len(problems) > before:
+        return []
+    turns = asked + completion
+    if len(turns) > rules.max_turns:
+        problems.append(ImportProblem(line, _too_many(turns, rules), "prompt"))
+    return turns
+
+
+def _system_turn(record: dict, line: int, rules: _Rules, problems: list) -> _Turn | None:
+    # Absent, null or "" all mean no system prompt (datasets often write an empty one).
+    if record.get("system") in (None, ""):
+        return None
+    text = _text_field(record, "system", line, problems, rules)
+    return None if text is None else _Turn(Message.Role.SYSTEM, text.strip(), "system")
+
+
+def _part(
+    record: dict, name: str, role: str, line: int, rules: _Rules, problems: list
+) -> list[_Turn]:
+    """An instruction's prompt or completion: a string is one turn of `role`."""
+    value = record.get(name)
+    if isinstance(value, list):
+        return _message_list(record, name, line, rules, problems)
+    if name in record and not isinstance(value, str):
+        why = f"expected a string or an array of messages, got {_kind(value)}"
+        problems.append(ImportProblem(line, why, name))
+        return []
+    text = _text_field(record, name, line, problems, rules)
+    return [] if text is None else [_Turn(role, text.strip(), name)]
+
+
+def _message_list(record: dict, name: str, line: int, rules: _Rules, problems: list) -> list:
+    """The turns of `record[name]`, an array of messages; every problem of each message."""
+    if name not in record:
+        problems.append(ImportProblem(line, "missing", name))
+        return []
+    items = record[name]
+    if not isinstance(items, list):
+        why = f"expected an array of messages, got {_kind(items)}"
+        problems.append(ImportProblem(line, why, name))
+        return []
+    turns = []
+    for index, item in enumerate(items):
+        path = f"{name}[{index}]"
+        if not isinstance(item, dict):
+            why = f"expected an object with 'role' and 'content', got {_kind(item)}"
+            problems.append(ImportProblem(line, why, path))
+            continue
+        for key in item:
+            if key not in MESSAGE_KEYS:
+                why = "not supported; a message holds only 'role' and 'content'"
+                problems.append(ImportProblem(line, why, f"{path}.{key}"))
+        role = item.get("role")
+        if role not in ROLES:
+            why = (
+                f"expected system, user or assistant, got {_shown(role)}"
+                if "role" in item
+                else "missing"
+            )
+            problems.append(ImportProblem(line, why, f"{path}.role"))
+            role = None
+        text = _text_field(item, "content", line, problems, rules, path=f"{path}.")
+        if role is not None and text is not None:
+            turns.append(_Turn(role, text.strip(), f"{path}.role"))
+    return turns
+
+
+def _in_order(turns: list[_Turn], line: int, problems: list) -> bool:
+    """Whether the roles alternate as a dialogue's must; if not, a problem at the first wrong."""
+    previous = None
+    for turn in turns:
+        allowed = NEXT_ROLES[previous]
+        if turn.role not in allowed:
+            after = f"after {_a(previous)} turn" if previous else "as the first turn"
+            why = f"expected {' or '.join(sorted(allowed))} {after}, got {turn.role}"
+            if turn.role == Message.Role.SYSTEM:
+                why += " (a system turn can only come first)"
+            problems.append(ImportProblem(line, why, turn.field))
+            return False
+        previous = turn.role
+    return True
+
+
+def _a(role: str) -> str:
+    return ("an " if role == Message.Role.ASSISTANT else "a ") + role
+
+
+def _shown(value) -> str:
+    return repr(value) if isinstance(value, str) else _kind(value)
+
+
+def _too_many(turns: list[_Turn], rules: _Rules) -> str:
+    return f"{len(turns)} turns; the project's limit is {rules.max_turns}"
+
+
+def _store_dialogues(
+    project: Project, dialogues: list[_Dialogue], context: dict, report: ImportReport
+) -> None:
+    with transaction.atomic():
+        _lock(project)
+        seen = set(
+            Conversation.objects.filter(project=project, external_id__startswith=KEY_PREFIX)
+            .values_list("external_id", flat=True)
+            .iterator()
+        )
+        fresh = []
+        for dialogue in dialogues:
+            key = dialogue.key
+            if key in seen:
+                report.duplicates += 1
+                continue
+            seen.add(key)
+            fresh.append((key, dialogue))
+        now = timezone.now()
+        conversation_ids = insert_rows(
+            Conversation,
+            constants={
+                "project": project.pk,
+                "source": Conversation.Source.IMPORT,
+                "created_at": now,
+            },
+            columns={
+                "external_id": [key for key, _ in fresh],
+                "meta": [
+                    json.dumps(
+                        {
+                            "tags": d.tags,
+                            "dataset": report.dataset,
+                            "import": {**context, "line": d.line},
+                        }
+                    )
+                    for _, d in fresh
+                ],
+            },
+            returning=True,
+        )
+        # Turn by turn: a message's parent (the previous turn) must exist before it, and each
+        # depth's ids come back from its insert in the order of the rows.
+        parents: list[int | None] = [None] * len(fresh)
+        for depth in range(max((len(d.turns) for _, d in fresh), default=0)):
+            rows = [i for i, (_, d) in enumerate(fresh) if len(d.turns) > depth]
+            columns = {
+                "conversation": [conversation_ids[i] for i in rows],
+                "role": [fresh[i][1].turns[depth].role for i in rows],
+                "text": [fresh[i][1].turns[depth].text for i in rows],
+                "lang": [fresh[i][1].lang for i in rows],
+            }
+            if depth:
+                columns["parent"] = [parents[i] for i in rows]
+            ids = insert_rows(
+                Message,
+                constants={
+                    "depth": depth,
+                    "is_synthetic": False,
+                    "external_id": "",
+                    "meta": {},
+                    "created_at": now,
+                },
+                columns=columns,
+                returning=True,
+            )
+            for i, pk in zip(rows, ids, strict=True):
+                parents[i] = pk
+            report.messages += len(ids)
+    report.imported = report.conversations = len(fresh)

@@ -188,6 +188,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("PARLEY_COMPARISON_ASSEMBLE_SECONDS", default=10.0),
         "options": {"expires": env.float("PARLEY_COMPARISON_ASSEMBLE_SECONDS", default=10.0)},
     },
+    "requeue-stuck-exports": {
+        "task": "exports.tasks.requeue_stuck_exports",
+        "schedule": env.float("PARLEY_EXPORT_REAP_SECONDS", default=60.0),
+    },
     "top-up-comparisons": {
         "task": "labelling.tasks.top_up_comparisons",
         "schedule": env.float("PARLEY_COMPARISON_TOP_UP_SECONDS", default=60.0),
@@ -226,6 +230,15 @@ PARLEY = {
         "TORCH_THREADS": env.int("PARLEY_TORCH_THREADS", default=0),
         # Fault injection for tests and drills, e.g. {"oom_above_rows": 4, "sleep_seconds": 5}.
         "FAULTS": env.json("PARLEY_GENERATION_FAULTS", default={}),
+    },
+    # Key of the pseudonyms that stand for annotators in exports (a keyed hash per project);
+    # empty derives one from SECRET_KEY. Changing it changes every pseudonym.
+    "PSEUDONYM_KEY": env.str("PARLEY_PSEUDONYM_KEY", default=""),
+    "EXPORTS": {
+        # A running export with no progress for this long has lost its worker: it is queued
+        # again, and failed with the reason after MAX_ATTEMPTS.
+        "STALE_SECONDS": env.int("PARLEY_EXPORT_STALE_SECONDS", default=120),
+        "MAX_ATTEMPTS": env.int("PARLEY_EXPORT_MAX_ATTEMPTS", default=3),
     },
     "COMPARISONS": {
         # A ranking set draws at most this many times K samples (its first round plus

@@ -1,0 +1,398 @@
+"""Export benchmark: a consensus `preferences` export of 200,000 ranking sets on PostgreSQL.
+
+A project with 200,000 complete ranking sets of K = 4 candidates and three rankings each is
+bulk-created in a database of its own (1.2 million preference rows). Then, on the same data:
+
+1. a raw PostgreSQL `COPY (SELECT ...) TO STDOUT` of the same text columns (prompt, chosen and
+   rejected text of every candidate pair): the floor, no Python per row;
+2. Parley's exporter (`exports.services.export_write`, what the worker and the CLI run), in a
+   process of its own so its peak memory (resident set, from the kernel) is its alone; and
+   again on a tenth of the data, to show the peak does not grow with the size;
+3. a straightforward ORM loop (a set at a time, its thread, candidates and rankings through
+   model instances, `json.dumps` per row) on the first sets, its rate extrapolated.
+
+It prints rows/s, the exporter's peak memory, and the ratios. Targets: >= 50,000 rows/s, peak
+memory under 300 MB whatever the size, within 3x of the COPY.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres python benchmarks/export.py
+
+The database named by DATABASE_URL is only used to create and drop `parley_bench_export`;
+`--reuse-db` keeps the seeded one between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DB = "parley_bench_export"
+DAYS = 10  # sets are spread over ten days, so one day is a tenth of the data
+
+
+def django_setup(db_url: str) -> None:
+    os.environ["DATABASE_URL"] = db_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+    os.environ.setdefault("DEBUG", "false")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def prepare_database(server_url: str, *, reuse: bool) -> tuple[str, bool]:
+    """The benchmark database's URL, and whether it already holds a seeded project."""
+    import psycopg2
+
+    parsed = urlparse(server_url)
+    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
+        sys.exit("benchmarks/export.py needs PostgreSQL: set DATABASE_URL=postgres://...")
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB])
+        exists = cursor.fetchone() is not None
+        if not (reuse and exists):
+            cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+            cursor.execute(f"CREATE DATABASE {BENCH_DB}")
+            exists = False
+    admin.close()
+    return parsed._replace(path=f"/{BENCH_DB}").geturl(), exists
+
+
+def seed(*, sets: int, k: int, n: int, seed_value: int = 7) -> None:
+    """Conversations, prompts, K model-written candidates each, complete sets with N rankings.
+
+    Messages and sets are generated inside PostgreSQL (INSERT ... SELECT over generate_series);
+    rankings are random orders made here (so the consensus and agreement are real) and copied
+    in with COPY FROM.
+    """
+    import io
+
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+
+    from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
+    from annotations.models import Membership, ModelVersion, Project
+
+    call_command("migrate", verbosity=0)
+    project = Project.objects.create(
+        slug="bench", name="Bench", replies_per_set=k, rankings_per_set=n
+    )
+    model = ModelVersion.objects.create(name="bench-model", source="bench/model")
+    users = get_user_model()
+    author = users.objects.create_user("author", password=None)
+    Membership.objects.create(user=author, project=project, role="lead")
+    trainers = []
+    for i in range(n):
+        user = users.objects.create_user(f"trainer{i}", password=None)
+        Membership.objects.create(user=user, project=project, role="trainer")
+        trainers.append(user.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO annotations_conversation (project_id, source, external_id, meta, created_at)
+            SELECT %s, 'import', 'bench-' || g, '{}', now() - (g %% %s) * interval '1 day'
+            FROM generate_series(1, %s) AS g
+            """,
+            [project.pk, DAYS, sets],
+        )
+        cursor.execute(
+            """
+            INSERT INTO annotations_message (conversation_id, role, text, lang, depth,
+                author_user_id, is_synthetic, external_id, meta, created_at)
+            SELECT c.id, 'user', 'Question ' || c.id || ': how would you explain '
+                || repeat('this idea, step by step, ', (2 + c.id %% 5)::int) || 'to a beginner?',
+                'en', 0, %s, false, '', '{}', c.created_at
+            FROM annotations_conversation c WHERE c.project_id = %s
+            """,
+            [author.pk, project.pk],
+        )
+        # Candidates of 60 to 1,300 characters, so pairs differ in length as real ones do.
+        cursor.execute(
+            """
+            INSERT INTO annotations_message (conversation_id, parent_id, role, text, lang, depth,
+                author_model_id, is_synthetic, external_id, meta, created_at)
+            SELECT m.conversation_id, m.id, 'assistant',
+                'Reply ' || g || ' to ' || m.id || '. '
+                || repeat('One more sentence of the answer. ', (1 + (m.id * 7 + g * 13) %% 31)::int)
+                || '',
+                'en', 1, %s, true, '', '{}', m.created_at
+            FROM annotations_message m
+            JOIN annotations_conversation c ON c.id = m.conversation_id
+            CROSS JOIN generate_series(1, %s) AS g
+            WHERE c.project_id = %s AND m.depth = 0
+            """,
+            [model.pk, k, project.pk],
+        )
+        cursor.execute(
+            """
+            INSERT INTO annotations_rankingset (project_id, context_id, rankings_needed,
+                rankings_count, state, resamples, cancel_reason, created_at, completed_at)
+            SELECT %s, m.id, %s, %s, 'complete', 0, '', m.created_at, m.created_at
+            FROM annotations_message m
+            JOIN annotations_conversation c ON c.id = m.conversation_id
+            WHERE c.project_id = %s AND m.depth = 0
+            """,
+            [project.pk, n, n, project.pk],
+        )
+        cursor.execute(
+            """
+            INSERT INTO annotations_rankingcandidate (ranking_set_id, message_id, position)
+            SELECT s.id, m.id, row_number() OVER (PARTITION BY s.id ORDER BY m.id) - 1
+            FROM annotations_rankingset s
+            JOIN annotations_message m ON m.parent_id = s.context_id
+            WHERE s.project_id = %s
+            """,
+            [project.pk],
+        )
+        cursor.execute(
+            """
+            SELECT ranking_set_id, array_agg(message_id ORDER BY position)
+            FROM annotations_rankingcandidate c JOIN annotations_rankingset s
+              ON s.id = c.ranking_set_id
+            WHERE s.project_id = %s GROUP BY ranking_set_id ORDER BY ranking_set_id
+            """,
+            [project.pk],
+        )
+        candidates = cursor.fetchall()
+        rng = random.Random(seed_value)
+        rankings = io.StringIO()
+        figures = io.StringIO()
+        for set_id, ids in candidates:
+            # Trainers mostly agree: each ranking is a shared order with one random swap.
+            base = list(ids)
+            rng.shuffle(base)
+            orders = []
+            for _ in trainers:
+                order = list(base)
+                i = rng.randrange(len(order) - 1)
+                if rng.random() < 0.5:
+                    order[i], order[i + 1] = order[i + 1], order[i]
+                orders.append([[c] for c in order])
+            for user_id, order in zip(trainers, orders, strict=True):
+                rankings.write(
+                    f"{set_id}\t{user_id}\t{json.dumps(order)}\t{{}}\tf\t{rng.randint(5000, 90000)}"
+                    "\tf\tnow\n"
+                )
+            consensus = consensus_order(orders, ids)
+            figures.write(
+                f"{set_id}\t{json.dumps(consensus)}\t{pairwise_agreement(orders)}"
+                f"\t{kendall_tau(orders)}\n"
+            )
+        rankings.seek(0)
+        figures.seek(0)
+        cursor.copy_expert(
+            'COPY annotations_ranking (ranking_set_id, annotator_id, "order", flags, all_bad,'
+            " time_spent_ms, is_excluded, created_at) FROM STDIN",
+            rankings,
+        )
+        cursor.execute(
+            "CREATE TEMP TABLE bench_figures (id bigint, consensus jsonb, agreement float8,"
+            " tau float8)"
+        )
+        cursor.copy_expert("COPY bench_figures FROM STDIN", figures)
+        cursor.execute(
+            """
+            UPDATE annotations_rankingset s
+            SET consensus = f.consensus, agreement = f.agreement, kendall_tau = f.tau
+            FROM bench_figures f WHERE f.id = s.id
+            """
+        )
+        cursor.execute("VACUUM (ANALYZE)")
+
+
+def copy_baseline() -> tuple[int, float, int]:
+    """Rows, seconds and bytes of COPY TO STDOUT of every candidate pair's three texts."""
+    from django.db import connection
+
+    class Sink:
+        size = 0
+
+        def write(self, data: bytes | str) -> None:
+            Sink.size += len(data)
+
+    query = """
+        COPY (
+            SELECT s.id, p.text, a.text, b.text
+            FROM annotations_rankingset s
+            JOIN annotations_message p ON p.id = s.context_id
+            JOIN annotations_rankingcandidate ca ON ca.ranking_set_id = s.id
+            JOIN annotations_rankingcandidate cb
+              ON cb.ranking_set_id = s.id AND cb.position > ca.position
+            JOIN annotations_message a ON a.id = ca.message_id
+            JOIN annotations_message b ON b.id = cb.message_id
+            WHERE s.state = 'complete'
+        ) TO STDOUT
+    """
+    with connection.cursor() as cursor:
+        started = time.perf_counter()
+        cursor.copy_expert(query, Sink())
+        seconds = time.perf_counter() - started
+        cursor.execute(
+            "SELECT coalesce(sum(k * (k - 1) / 2), 0) FROM (SELECT count(*) AS k FROM "
+            "annotations_rankingcandidate GROUP BY ranking_set_id) c"
+        )
+        (rows,) = cursor.fetchone()
+    return int(rows), seconds, Sink.size
+
+
+def orm_loop(*, limit: int, out: Path) -> tuple[int, float]:
+    """The obvious way: model instances a set at a time, json.dumps per row. (rows, seconds)"""
+    from annotations.agreement import pairs_from_order
+    from annotations.models import RankingSet
+    from annotations.selectors import thread_to
+
+    started = time.perf_counter()
+    rows = 0
+    with out.open("w", encoding="utf-8") as handle:
+        sets = RankingSet.objects.filter(state="complete").select_related("context")
+        for ranking_set in sets.order_by("id")[:limit].iterator():
+            prompt = [{"role": m.role, "content": m.text} for m in thread_to(ranking_set.context)]
+            texts = {
+                e.message_id: e.message.text
+                for e in ranking_set.entries.select_related("message").order_by("position")
+            }
+            orders = [r.order for r in ranking_set.rankings.filter(is_excluded=False)]
+            for chosen, rejected in pairs_from_order(ranking_set.consensus):
+                votes = sum(
+                    (levels[chosen] < levels[rejected]) - (levels[chosen] > levels[rejected])
+                    for levels in (
+                        {c: i for i, g in enumerate(order) for c in g} for order in orders
+                    )
+                )
+                row = {
+                    "prompt": prompt,
+                    "chosen": [{"role": "assistant", "content": texts[chosen]}],
+                    "rejected": [{"role": "assistant", "content": texts[rejected]}],
+                    "meta": {"group_id": ranking_set.pk, "margin": votes / len(orders)},
+                }
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                rows += 1
+    return rows, time.perf_counter() - started
+
+
+def run_exporter(db_url: str, out: Path, choices: dict) -> dict:
+    """Parley's export in a child process; its figures and its peak resident memory."""
+    env = dict(os.environ, DATABASE_URL=db_url)
+    started = time.perf_counter()
+    child = subprocess.Popen(  # noqa: S603 - this script, with arguments it made
+        [sys.executable, __file__, "--child", str(out), "--choices", json.dumps(choices)],
+        env=env,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    stdout = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if status != 0:
+        sys.exit(f"the export process failed (status {status})")
+    report = json.loads(stdout)
+    report["peak_mb"] = usage.ru_maxrss / 1024  # Linux reports kilobytes
+    report["wall"] = wall
+    return report
+
+
+def child(out: str, choices_json: str) -> None:
+    """In the child: set Django up, export, print rows and seconds as JSON."""
+    setup_started = time.perf_counter()
+    django_setup(os.environ["DATABASE_URL"])
+    from annotations.models import Project
+    from exports.services import export_choices_clean, export_write
+
+    project = Project.objects.get(slug="bench")
+    choices = export_choices_clean(
+        project=project, kind="preferences", choices=json.loads(choices_json)
+    )
+    setup = time.perf_counter() - setup_started
+    started = time.perf_counter()
+    manifest = export_write(project=project, kind="preferences", choices=choices, out_dir=Path(out))
+    seconds = time.perf_counter() - started
+    size = sum(f.stat().st_size for f in Path(out).iterdir())
+    print(json.dumps({"rows": manifest["rows"], "seconds": seconds, "setup": setup, "bytes": size}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", type=int, default=200_000)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--n", type=int, default=3)
+    parser.add_argument("--orm-sets", type=int, default=5_000, help="sets the ORM loop exports")
+    parser.add_argument("--reuse-db", action="store_true", help="keep and reuse the seeded data")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--choices", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.choices)
+        return
+    server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    db_url, seeded = prepare_database(server, reuse=args.reuse_db)
+    django_setup(db_url)
+    if not seeded:
+        started = time.perf_counter()
+        seed(sets=args.sets, k=args.k, n=args.n)
+        print(f"seeded {args.sets:,} sets of K={args.k} with {args.n} rankings each "
+              f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    else:
+        print("reusing the seeded database")
+    from django.db import connection
+
+    rows, copy_seconds, copy_bytes = copy_baseline()
+    print(f"COPY TO STDOUT:  {rows:,} rows in {copy_seconds:.2f} s "
+          f"({rows / copy_seconds:,.0f} rows/s, {copy_bytes / 1e6:,.0f} MB)")  # fmt: skip
+    connection.close()
+
+    with tempfile.TemporaryDirectory(prefix="parley-bench-export-") as tmp:
+        full = run_exporter(db_url, Path(tmp) / "full", {"validation": 0.05})
+        print(f"Parley export:   {full['rows']:,} rows in {full['seconds']:.2f} s "
+              f"({full['rows'] / full['seconds']:,.0f} rows/s, {full['bytes'] / 1e6:,.0f} MB "
+              f"of JSONL), peak memory {full['peak_mb']:.0f} MB "
+              f"(process start and Django set-up {full['setup']:.1f} s more)")  # fmt: skip
+        day = _one_day()
+        tenth = run_exporter(
+            db_url, Path(tmp) / "tenth", {"validation": 0.05, "since": day, "until": day}
+        )
+        print(f"  a tenth:       {tenth['rows']:,} rows in {tenth['seconds']:.2f} s, "
+              f"peak memory {tenth['peak_mb']:.0f} MB")  # fmt: skip
+        orm_rows, orm_seconds = orm_loop(limit=args.orm_sets, out=Path(tmp) / "orm.jsonl")
+        connection.close()
+    orm_rate = orm_rows / orm_seconds
+    rate = full["rows"] / full["seconds"]
+    print(f"ORM loop:        {orm_rows:,} rows ({args.orm_sets:,} sets) in {orm_seconds:.2f} s "
+          f"({orm_rate:,.0f} rows/s; the whole export would take "
+          f"~{full['rows'] / orm_rate:,.0f} s)")  # fmt: skip
+    print()
+    print(f"rows/s: {rate:,.0f} (target >= 50,000): {'met' if rate >= 50_000 else 'MISSED'}")
+    print(f"peak memory: {full['peak_mb']:.0f} MB full, {tenth['peak_mb']:.0f} MB a tenth "
+          f"(target < 300 MB): {'met' if full['peak_mb'] < 300 else 'MISSED'}")  # fmt: skip
+    ratio = full["seconds"] / copy_seconds
+    print(f"time / COPY: {ratio:.2f}x (target <= 3x): {'met' if ratio <= 3 else 'MISSED'}")
+    print(f"ORM loop time / Parley time (per row): {rate / orm_rate:.1f}x")
+    if not args.reuse_db:
+        import psycopg2
+
+        admin = psycopg2.connect(server)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        admin.close()
+
+
+def _one_day() -> str:
+    from annotations.models import RankingSet
+
+    newest = RankingSet.objects.order_by("-created_at").values_list("created_at", flat=True)[0]
+    return newest.date().isoformat()
+
+
+if __name__ == "__main__":
+    main()

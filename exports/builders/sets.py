@@ -1,0 +1,257 @@
+"""Ranking sets read for export, a chunk at a time, with the choices applied: which sets, which
+candidates and which rankings are kept, and the consensus of what is left."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from django.db.models import Count, QuerySet, TextField
+from django.db.models.functions import Cast
+
+from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
+from annotations.models import Ranking, RankingCandidate, RankingSet
+from exports.builders.common import (
+    ExportContext,
+    Threads,
+    date_filter,
+    flagged_messages,
+    keyset_chunks,
+    read_ahead,
+)
+
+Order = list[list[int]]
+
+
+@dataclass(slots=True)
+class Candidate:
+    message_id: int
+    text: str
+    author_model_id: int | None
+    author_user_id: int | None
+
+
+@dataclass(slots=True)
+class SetRanking:
+    annotator_id: int | None
+    order: Order
+    flags: dict[str, list[str]]
+    all_bad: bool
+    rewrite_id: int | None
+    rewrite_text: str | None
+    time_spent_ms: int | None
+
+
+@dataclass(slots=True)
+class ExportSet:
+    """A ranking set after the choices: kept candidates, kept rankings, their consensus."""
+
+    id: int
+    context_id: int
+    conversation_id: int
+    state: str
+    agreement: float | None
+    kendall_tau: float | None
+    created_at: object
+    completed_at: object
+    candidates: list[Candidate]
+    rankings: list[SetRanking]
+    consensus: Order
+    flags: dict[int, list[str]]  # candidate id -> flag names any kept ranking or label gave it
+
+    def orders(self) -> list[Order]:
+        return [r.order for r in self.rankings]
+
+
+SET_FIELDS = (
+    "context_id",
+    "context__conversation_id",
+    "state",
+    "consensus",
+    "agreement",
+    "kendall_tau",
+    "created_at",
+    "completed_at",
+)
+
+
+def sets_queryset(ctx: ExportContext) -> QuerySet[RankingSet]:
+    """The project's sets the choices allow, before candidates and rankings are looked at."""
+    choices = ctx.choices
+    states = [RankingSet.State.COMPLETE]
+    if choices.include_incomplete:
+        states.append(RankingSet.State.COLLECTING)
+    if choices.include_cancelled:
+        states.append(RankingSet.State.CANCELLED)
+    sets = RankingSet.objects.filter(project=ctx.project, state__in=states).filter(
+        date_filter("created_at", choices)
+    )
+    if choices.languages:
+        sets = sets.filter(context__lang__in=choices.languages)
+    if choices.min_agreement is not None:
+        sets = sets.filter(agreement__gte=choices.min_agreement)
+    if ctx.reported_conversations:
+        sets = sets.exclude(context__conversation_id__in=ctx.reported_conversations)
+    return sets
+
+
+def candidate_counts(ctx: ExportContext) -> Iterator[tuple[int, int]]:
+    """(candidates, rankings) of every set the choices allow, for the expected row count."""
+    return (
+        sets_queryset(ctx)
+        .annotate(k=Count("entries"))
+        .values_list("k", "rankings_count")
+        .order_by()
+        .iterator(chunk_size=5000)
+    )
+
+
+@dataclass(slots=True)
+class _Chunk:
+    rows: list[tuple]
+    candidates: dict[int, list[Candidate]]
+    rankings: dict[int, list[SetRanking]]
+    labelled: set[int]
+    threads: Threads
+    lead_excluded: set[int]  # sets with a ranking a lead excluded
+
+
+def export_sets(ctx: ExportContext) -> Iterator[tuple[ExportSet, Threads]]:
+    """Every kept set in id order, with the threads of its chunk's contexts."""
+    for chunk in read_ahead(lambda: _read_chunks(ctx)):
+        for row in chunk.rows:
+            set_id = row[0]
+            export_set = _apply_choices(
+                ctx,
+                row,
+                chunk.candidates[set_id],
+                chunk.rankings[set_id],
+                chunk.labelled,
+                set_id in chunk.lead_excluded,
+            )
+            if export_set is not None:
+                yield export_set, chunk.threads
+
+
+def _read_chunks(ctx: ExportContext) -> Iterator[_Chunk]:
+    """What the sets of each chunk need from the database: four or five queries a chunk."""
+    for chunk in keyset_chunks(sets_queryset(ctx), SET_FIELDS):
+        ids = [row[0] for row in chunk]
+        candidates: dict[int, list[Candidate]] = {pk: [] for pk in ids}
+        for set_id, *fields in (
+            RankingCandidate.objects.filter(ranking_set_id__in=ids)
+            .order_by("ranking_set_id", "position")
+            .values_list(
+                "ranking_set_id",
+                "message_id",
+                "message__text",
+                "message__author_model_id",
+                "message__author_user_id",
+            )
+        ):
+            candidates[set_id].append(Candidate(*fields))
+        rankings: dict[int, list[SetRanking]] = {pk: [] for pk in ids}
+        # Sets with a ranking a lead excluded: their stored consensus and agreement may still
+        # count it (the admin action only flips is_excluded), so they are recomputed.
+        lead_excluded: set[int] = set()
+        for set_id, *fields in (
+            Ranking.objects.filter(ranking_set_id__in=ids)
+            .order_by("ranking_set_id", "created_at", "id")
+            .values_list(
+                "ranking_set_id",
+                "annotator_id",
+                "order",
+                # Nearly every ranking has no flags: read the JSON as text and decode only
+                # the ones that have some.
+                Cast("flags", TextField()),
+                "all_bad",
+                "rewrite_id",
+                "rewrite__text",
+                "time_spent_ms",
+                "is_excluded",
+            )
+        ):
+            annotator_id, order, flags, *rest, is_excluded = fields
+            if is_excluded:
+                lead_excluded.add(set_id)
+                ctx.count("rankings_excluded_by_leads")
+                continue
+            flags = json.loads(flags) if flags and flags != "{}" else {}
+            rankings[set_id].append(SetRanking(annotator_id, order, flags, *rest))
+        labelled = flagged_messages(
+            (c.message_id for cs in candidates.values() for c in cs), ctx.choices.exclude_flags
+        )
+        threads = Threads()
+        threads.load(row[1] for row in chunk)
+        yield _Chunk(chunk, candidates, rankings, labelled, threads, lead_excluded)
+
+
+def _apply_choices(
+    ctx: ExportContext,
+    row: tuple,
+    candidates: list[Candidate],
+    rankings: list[SetRanking],
+    labelled: set[int],
+    lead_excluded: bool = False,
+) -> ExportSet | None:
+    set_id, context_id, conversation_id, state, consensus, agreement, tau, created, completed = row
+    choices = ctx.choices
+    kept_rankings = [r for r in rankings if r.annotator_id not in ctx.excluded_annotators]
+    if len(kept_rankings) < len(rankings):
+        ctx.count("rankings_of_excluded_annotators", len(rankings) - len(kept_rankings))
+    if not kept_rankings:
+        ctx.count("sets_without_rankings")
+        return None
+    flags: dict[int, list[str]] = {}
+    for ranking in kept_rankings:
+        if ranking.flags:
+            for key, names in ranking.flags.items():
+                flags.setdefault(int(key), []).extend(names)
+    if flags:
+        flags = {pk: sorted(set(names)) for pk, names in flags.items()}
+    excluded_flags = set(choices.exclude_flags)
+    kept = [] if excluded_flags or choices.model_versions else candidates
+    for candidate in candidates if kept is not candidates else ():
+        if not ctx.keeps_model(candidate.author_model_id):
+            ctx.count("candidates_of_other_models")
+        elif candidate.message_id in labelled or excluded_flags & set(
+            flags.get(candidate.message_id, ())
+        ):
+            ctx.count("candidates_flagged")
+        else:
+            kept.append(candidate)
+    if len(kept) < 2:
+        ctx.count("sets_with_fewer_than_two_candidates")
+        return None
+    changed = lead_excluded or len(kept) < len(candidates) or len(kept_rankings) < len(rankings)
+    if changed:
+        kept_ids = {c.message_id for c in kept}
+        for ranking in kept_rankings:
+            ranking.order = restrict(ranking.order, kept_ids)
+    if changed or not consensus:
+        consensus = consensus_order([r.order for r in kept_rankings], [c.message_id for c in kept])
+    if changed:
+        # The figures describe the rankings and candidates the row holds.
+        agreement = pairwise_agreement([r.order for r in kept_rankings])
+        tau = kendall_tau([r.order for r in kept_rankings])
+    return ExportSet(
+        id=set_id,
+        context_id=context_id,
+        conversation_id=conversation_id,
+        state=state,
+        agreement=agreement,
+        kendall_tau=tau,
+        created_at=created,
+        completed_at=completed,
+        candidates=kept,
+        rankings=kept_rankings,
+        consensus=consensus,
+        flags=flags,
+    )
+
+
+def restrict(order: Order, kept: set[int]) -> Order:
+    """The order over `kept` candidates only, empty groups dropped."""
+    groups = [[c for c in group if c in kept] for group in order]
+    return [group for group in groups if group]

@@ -1,0 +1,340 @@
+"""Writes of exports: asking for one, building it (in a worker or for the CLI), and the watchdog
+that never leaves a snapshot whose worker died "running"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.access import AccessDenied, can
+from annotations.models import ModelVersion, Project
+from exports.builders import BUILDERS, ExportContext
+from exports.builders.common import resolve_annotators
+from exports.choices import ExportChoices, ExportKind
+from exports.models import ExportSnapshot
+from exports.pseudonyms import Pseudonyms
+from exports.writer import (
+    LengthBias,
+    Progress,
+    balance_for_length,
+    manifest_for,
+    write_manifest_and_card,
+    write_rows,
+)
+
+logger = logging.getLogger(__name__)
+State = ExportSnapshot.State
+
+
+def _settings() -> dict[str, Any]:
+    return settings.PARLEY.get("EXPORTS", {})
+
+
+def export_choices_clean(*, project: Project, kind: Any, choices: Any) -> ExportChoices:
+    """The kind and choices checked against the project, every error keyed by its field.
+
+    Trainers to exclude may be named by username or pseudonym; they are stored as pseudonyms,
+    so no username reaches a manifest.
+    """
+    if not isinstance(kind, str) or kind not in ExportKind.__members__.values():
+        known = ", ".join(k.value for k in ExportKind)
+        raise ValidationError({"kind": f"Unknown kind {str(kind)[:30]!r}; use one of: {known}."})
+    cleaned = ExportChoices.from_json(choices, kind=kind)
+    errors: dict[str, str] = {}
+    flag_names = {
+        label["name"] for label in project.label_schema or [] if label.get("kind") == "flag"
+    }
+    if unknown := sorted(set(cleaned.exclude_flags) - flag_names):
+        errors["exclude_flags"] = (
+            f"Unknown flag {unknown[0][:50]!r}; this project's flags are: "
+            f"{', '.join(sorted(flag_names)) or 'none'}."
+        )
+    known_models = set(
+        ModelVersion.objects.filter(name__in=cleaned.model_versions).values_list("name", flat=True)
+    )
+    if unknown := sorted(set(cleaned.model_versions) - known_models - {"human"}):
+        errors["model_versions"] = (
+            f"No model version named {unknown[0][:50]!r} ('human' for people)."
+        )
+    try:
+        user_ids = resolve_annotators(project, cleaned.exclude_annotators)
+    except ValueError as exc:
+        errors["exclude_annotators"] = str(exc)
+        user_ids = frozenset()
+    if errors:
+        raise ValidationError(errors)
+    pseudonym = Pseudonyms(project.pk)
+    return ExportChoices(
+        **{
+            **cleaned.__dict__,
+            "exclude_annotators": tuple(sorted(pseudonym(uid) for uid in user_ids)),
+        }
+    )
+
+
+@transaction.atomic
+def export_request(
+    *, project: Project, user: AbstractBaseUser, kind: Any, choices: Any = None
+) -> ExportSnapshot:
+    """A queued snapshot; a worker on the `default` queue builds it after the commit."""
+    if not can(user, project, "export"):
+        raise AccessDenied(project, "export")
+    cleaned = export_choices_clean(project=project, kind=kind, choices=choices)
+    snapshot = ExportSnapshot.objects.create(
+        project=project, kind=kind, choices=cleaned.to_json(), created_by=user
+    )
+    _queue(snapshot.pk)
+    return snapshot
+
+
+def _queue(snapshot_id: int) -> None:
+    from exports.tasks import build_export
+
+    transaction.on_commit(lambda: build_export.delay(snapshot_id))
+
+
+def export_write(
+    *,
+    project: Project,
+    kind: ExportKind | str,
+    choices: ExportChoices,
+    out_dir: Path,
+    progress: Progress | None = None,
+    expected: Progress | None = None,
+    snapshot_id: int | None = None,
+    created_by: str | None = None,
+) -> dict[str, Any]:
+    """Build the dataset into `out_dir` (JSONL per split, manifest.json, README.md).
+
+    `expected` is told the expected row count before any row is written; `progress` the rows
+    written so far, every few thousand rows. Returns the manifest.
+    """
+    kind = ExportKind(kind)
+    builder = BUILDERS[kind]
+    ctx = ExportContext(
+        project=project,
+        choices=choices,
+        excluded_annotators=resolve_annotators(project, choices.exclude_annotators),
+    )
+    if expected is not None:
+        expected(builder.expected_rows(ctx))
+    bias = LengthBias() if kind == ExportKind.PREFERENCES else None
+    if choices.length_balanced:
+        # Two passes over the data: the counters restart with each, so they count one.
+        rows = balance_for_length(lambda: builder.rows(_fresh(ctx)), bias)
+    else:
+        rows = builder.rows(ctx)
+    result = write_rows(
+        rows=rows,
+        out_dir=out_dir,
+        kind=kind,
+        choices=choices,
+        progress=progress,
+        length_bias=bias,
+    )
+    left_out = dict(ctx.counters)
+    if bias is not None and choices.length_balanced:
+        left_out["pairs_dropped_for_length_balance"] = bias.dropped_for_balance
+    manifest = manifest_for(
+        result=result,
+        kind=kind,
+        choices=choices,
+        project_slug=project.slug,
+        snapshot_id=snapshot_id,
+        rows_left_out=left_out,
+        created_by=created_by,
+        created_at=timezone.now().isoformat(),
+    )
+    write_manifest_and_card(out_dir, manifest)
+    return manifest
+
+
+def _fresh(ctx: ExportContext) -> ExportContext:
+    ctx.counters.clear()
+    return ctx
+
+
+def export_build(*, snapshot_id: int) -> ExportSnapshot | None:
+    """Build a queued snapshot into storage (run by the Celery task; safe to run twice).
+
+    A snapshot already done or failed is left alone; one another worker is writing (a recent
+    heartbeat) too. A snapshot whose worker died is taken over, up to the attempt limit, then
+    failed with the reason. Any error fails the snapshot with its message; nothing half-written
+    is ever marked done: files are written locally, then stored, then the row says done.
+    """
+    snapshot = _claim(snapshot_id)
+    if snapshot is None:
+        return None
+    project = snapshot.project
+    prefix = f"exports/{project.slug}/{snapshot.pk}"
+    try:
+        choices = ExportChoices.from_json(snapshot.choices, kind=snapshot.kind)
+        with tempfile.TemporaryDirectory(prefix="parley-export-") as tmp:
+            out_dir = Path(tmp)
+            manifest = export_write(
+                project=project,
+                kind=snapshot.kind,
+                choices=choices,
+                out_dir=out_dir,
+                progress=_Heartbeat(snapshot.pk),
+                expected=lambda n: ExportSnapshot.objects.filter(pk=snapshot.pk).update(
+                    rows_expected=n, heartbeat_at=timezone.now()
+                ),
+                snapshot_id=snapshot.pk,
+                created_by=snapshot.created_by.get_username() if snapshot.created_by else None,
+            )
+            _store_folder(out_dir, prefix)
+    except Exception as exc:
+        logger.exception("Export %s failed", snapshot.pk)
+        ExportSnapshot.objects.filter(pk=snapshot.pk, state=State.RUNNING).update(
+            state=State.FAILED,
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=timezone.now(),
+        )
+        snapshot.refresh_from_db()
+        return snapshot
+    ExportSnapshot.objects.filter(pk=snapshot.pk).update(
+        state=State.DONE,
+        folder=prefix,
+        manifest=manifest,
+        rows_written=manifest["rows"],
+        rows_expected=manifest["rows"],
+        finished_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+        error="",
+    )
+    snapshot.refresh_from_db()
+    return snapshot
+
+
+@transaction.atomic
+def _claim(snapshot_id: int) -> ExportSnapshot | None:
+    snapshot = (
+        ExportSnapshot.objects.select_for_update()
+        .select_related("project", "created_by")
+        .filter(pk=snapshot_id)
+        .first()
+    )
+    if snapshot is None or snapshot.is_finished:
+        return None
+    now = timezone.now()
+    stale = now - dt.timedelta(seconds=_settings().get("STALE_SECONDS", 120))
+    if snapshot.state == State.RUNNING and snapshot.heartbeat_at and snapshot.heartbeat_at > stale:
+        return None  # another worker is writing it
+    max_attempts = _settings().get("MAX_ATTEMPTS", 3)
+    if snapshot.attempts >= max_attempts:
+        snapshot.state = State.FAILED
+        snapshot.error = (
+            f"The worker writing this export stopped {snapshot.attempts} times "
+            f"(the limit is {max_attempts}); it was not retried again."
+        )
+        snapshot.finished_at = now
+        snapshot.save(update_fields=["state", "error", "finished_at"])
+        return None
+    snapshot.state = State.RUNNING
+    snapshot.attempts += 1
+    snapshot.started_at = now
+    snapshot.heartbeat_at = now
+    snapshot.rows_written = 0
+    snapshot.save(update_fields=["state", "attempts", "started_at", "heartbeat_at", "rows_written"])
+    return snapshot
+
+
+class _Heartbeat:
+    """Stores rows written (and so a sign of life) at most about once a second."""
+
+    def __init__(self, snapshot_id: int) -> None:
+        self.snapshot_id = snapshot_id
+        self.last = 0.0
+
+    def __call__(self, written: int) -> None:
+        now = timezone.now()
+        if now.timestamp() - self.last < 1.0:
+            return
+        self.last = now.timestamp()
+        ExportSnapshot.objects.filter(pk=self.snapshot_id).update(
+            rows_written=written, heartbeat_at=now
+        )
+
+
+def _store_folder(out_dir: Path, prefix: str) -> None:
+    """Every file of `out_dir` into storage under `prefix`, replacing what an earlier attempt
+    left there."""
+    for path in sorted(out_dir.iterdir()):
+        name = f"{prefix}/{path.name}"
+        if default_storage.exists(name):
+            default_storage.delete(name)
+        with path.open("rb") as handle:
+            stored = default_storage.save(name, File(handle, name=path.name))
+        if stored != name:  # pragma: no cover - a storage that renames despite the delete
+            raise RuntimeError(f"Storage saved {name} as {stored}.")
+
+
+def exports_requeue_stuck() -> tuple[int, int]:
+    """Running snapshots with no sign of life for STALE_SECONDS: queue them again, or fail them
+    once they have used their attempts. Returns (requeued, failed)."""
+    stale = timezone.now() - dt.timedelta(seconds=_settings().get("STALE_SECONDS", 120))
+    max_attempts = _settings().get("MAX_ATTEMPTS", 3)
+    requeued = failed = 0
+    with transaction.atomic():
+        stuck = list(
+            ExportSnapshot.objects.select_for_update(skip_locked=True).filter(
+                state=State.RUNNING, heartbeat_at__lt=stale
+            )
+        )
+        for snapshot in stuck:
+            if snapshot.attempts >= max_attempts:
+                snapshot.state = State.FAILED
+                snapshot.error = (
+                    f"The worker writing this export stopped answering, {snapshot.attempts} "
+                    f"times (the limit is {max_attempts})."
+                )
+                snapshot.finished_at = timezone.now()
+                snapshot.save(update_fields=["state", "error", "finished_at"])
+                failed += 1
+            else:
+                snapshot.state = State.QUEUED
+                snapshot.save(update_fields=["state"])
+                _queue(snapshot.pk)
+                requeued += 1
+    return requeued, failed
+
+
+def export_open(snapshot: ExportSnapshot, split: str):
+    """The stored file of one split, opened for reading (the caller streams and closes it)."""
+    if snapshot.state != State.DONE:
+        raise ValidationError({"split": "The export is not finished."})
+    splits = (snapshot.manifest or {}).get("splits", {})
+    if split not in splits:
+        known = ", ".join(splits) or "none"
+        raise ValidationError({"split": f"No split {str(split)[:30]!r}; this export has: {known}."})
+    return default_storage.open(f"{snapshot.folder}/{splits[split]['file']}", "rb")
+
+
+def export_open_file(snapshot: ExportSnapshot, name: str):
+    """manifest.json or README.md of a finished snapshot."""
+    if snapshot.state != State.DONE or name not in ("manifest.json", "README.md"):
+        raise ValidationError({"file": "No such file in this export."})
+    return default_storage.open(f"{snapshot.folder}/{name}", "rb")
+
+
+__all__ = [
+    "export_build",
+    "export_choices_clean",
+    "export_open",
+    "export_open_file",
+    "export_request",
+    "export_write",
+    "exports_requeue_stuck",
+]

@@ -337,6 +337,12 @@ def main() -> None:
     server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     db_url, seeded = prepare_database(server, reuse=args.reuse_db)
     django_setup(db_url)
+    if seeded and _seeded_sets() != args.sets:
+        print(f"the kept database holds {_seeded_sets():,} sets, not {args.sets:,}: seeding again")
+        from django.db import connection
+
+        connection.close()
+        db_url, seeded = prepare_database(server, reuse=False)
     if not seeded:
         started = time.perf_counter()
         seed(sets=args.sets, k=args.k, n=args.n)
@@ -385,6 +391,15 @@ def main() -> None:
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
         admin.close()
+
+
+def _seeded_sets() -> int:
+    from annotations.models import RankingSet
+
+    try:
+        return RankingSet.objects.filter(project__slug="bench").count()
+    except Exception:  # an unmigrated or half-seeded database
+        return -1
 
 
 def _one_day() -> str:

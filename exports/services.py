@@ -220,8 +220,10 @@ def export_build(*, snapshot_id: int) -> ExportSnapshot | None:
 
 @transaction.atomic
 def _claim(snapshot_id: int) -> ExportSnapshot | None:
+    # Lock the snapshot's row only: PostgreSQL refuses FOR UPDATE on the nullable side of the
+    # outer join to created_by.
     snapshot = (
-        ExportSnapshot.objects.select_for_update()
+        ExportSnapshot.objects.select_for_update(of=("self",))
         .select_related("project", "created_by")
         .filter(pk=snapshot_id)
         .first()

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -82,13 +83,13 @@ def balance_for_length(rows: Callable[[], Iterator[Row]], bias: LengthBias) -> I
     """
     longer = shorter = 0
     for row in rows():
-        longer += row.longer_chosen > 0
-        shorter += row.longer_chosen < 0
-    majority = 1 if longer > shorter else -1
+        longer += row.longer
+        shorter += row.shorter
+    majority = "longer" if longer > shorter else "shorter"
     total, keep = max(longer, shorter), min(longer, shorter)
     seen = 0
     for row in rows():
-        if row.longer_chosen == majority:
+        if getattr(row, majority):
             kept = (seen + 1) * keep // total > seen * keep // total
             seen += 1
             if not kept:
@@ -110,49 +111,48 @@ def write_rows(
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = ".jsonl.gz" if choices.gzip else ".jsonl"
     splits = {name: SplitFile(name, f"{name}{suffix}") for name in choices.splits}
-    files = {name: _open(out_dir / s.file, compress=choices.gzip) for name, s in splits.items()}
     split_of = SplitCache(seed=choices.seed, validation=choices.validation, test=choices.test)
     per_source: dict[str, int] = {}
     count_sources = kind in (ExportKind.SFT, ExportKind.PROMPTS)
-    # Lines wait in a list per split and go out a few hundred at a time: one write (and one
-    # UTF-8 encoding) per batch instead of per line.
+    # Lines wait in a list per split and go out a few hundred at a time, encoded once per
+    # batch, to a thread that compresses, hashes and writes them (all three let go of the
+    # interpreter lock) while this one builds the next rows.
     pending: dict[str, list[str]] = {name: [] for name in splits}
     counts = dict.fromkeys(splits, 0)
-    signs = [0, 0, 0]  # same length, chosen longer, chosen shorter (index -1)
-    written = 0
-    try:
+    longer = shorter = written = 0
+    with _BackgroundWriter(
+        {name: out_dir / split.file for name, split in splits.items()}, compress=choices.gzip
+    ) as writer:
         for row in rows:
             split = split_of[row.conversation_id]
             lines = pending[split]
             lines.append(row.line)
             if len(lines) >= WRITE_BATCH:
                 lines.append("")
-                files[split].write("\n".join(lines))
+                writer.put(split, "\n".join(lines).encode())
                 lines.clear()
-            counts[split] += 1
+            count = row.count
+            counts[split] += count
             if count_sources:
-                per_source[row.source] = per_source.get(row.source, 0) + 1
-            signs[row.longer_chosen] += 1
-            written += 1
-            if progress is not None and written % PROGRESS_EVERY == 0:
+                per_source[row.source] = per_source.get(row.source, 0) + count
+            longer += row.longer
+            shorter += row.shorter
+            before = written
+            written += count
+            if progress is not None and written // PROGRESS_EVERY != before // PROGRESS_EVERY:
                 progress(written)
         for split, lines in pending.items():
             if lines:
                 lines.append("")
-                files[split].write("\n".join(lines))
-    finally:
-        for handle in files.values():
-            handle.close()
+                writer.put(split, "\n".join(lines).encode())
     for name, count in counts.items():
         splits[name].rows = count
+        splits[name].sha256 = writer.sinks[name].sha256.hexdigest()
+        splits[name].bytes = writer.sinks[name].size
     if length_bias is not None:
-        length_bias.same_length += signs[0]
-        length_bias.chosen_longer += signs[1]
-        length_bias.chosen_shorter += signs[-1]
-    for split in splits.values():
-        path = out_dir / split.file
-        split.sha256 = file_sha256(path)
-        split.bytes = path.stat().st_size
+        length_bias.chosen_longer += longer
+        length_bias.chosen_shorter += shorter
+        length_bias.same_length += written - longer - shorter
     if progress is not None:
         progress(written)
     return WriteResult(
@@ -160,35 +160,78 @@ def write_rows(
     )
 
 
-def _open(path: Path, *, compress: bool) -> io.TextIOWrapper:
-    raw = path.open("wb")
-    if compress:
-        # No file name and time 0 in the gzip header: the same rows give the same bytes.
-        raw = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6)
-        raw.close_fileobj = True  # type: ignore[attr-defined]
-    return _TextFile(raw)
+class _HashingFile:
+    """A file opened for writing that keeps the sha256 and size of every byte written to it."""
 
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("wb")
+        self.sha256 = hashlib.sha256()
+        self.size = 0
 
-class _TextFile(io.TextIOWrapper):
-    """UTF-8 text onto a binary file, closing a gzip stream's underlying file too."""
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.file.write(data)
 
-    def __init__(self, raw) -> None:
-        super().__init__(raw, encoding="utf-8", newline="\n", write_through=False)
-        self._raw = raw
+    def flush(self) -> None:
+        self.file.flush()
 
     def close(self) -> None:
-        fileobj = getattr(self._raw, "fileobj", None)
-        super().close()
-        if fileobj is not None and getattr(self._raw, "close_fileobj", False):
-            fileobj.close()
+        self.file.close()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+class _BackgroundWriter:
+    """Writes (split, bytes) items to their files in a thread of its own, in the order given.
+
+    With `compress`, each file is a gzip stream with no name and time 0 in its header, so the
+    same rows give the same bytes. An error in the thread is raised by the next `put` or at the
+    end; leaving the block closes every file whatever happened.
+    """
+
+    def __init__(self, paths: dict[str, Path], *, compress: bool) -> None:
+        self.sinks = {name: _HashingFile(path) for name, path in paths.items()}
+        self.streams: dict[str, Any] = {
+            name: gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6)
+            if compress
+            else sink
+            for name, sink in self.sinks.items()
+        }
+        self.queue: queue.Queue = queue.Queue(maxsize=16)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="export-writer", daemon=True)
+
+    def __enter__(self) -> _BackgroundWriter:
+        self.thread.start()
+        return self
+
+    def _work(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.streams[item[0]].write(item[1])
+                except BaseException as exc:  # raised in the producing thread
+                    self.error = exc
+
+    def put(self, split: str, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((split, data))
+
+    def __exit__(self, *exc_info) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        try:
+            for name, stream in self.streams.items():
+                if stream is not self.sinks[name]:
+                    stream.close()  # the gzip trailer; the sink stays open
+        finally:
+            for sink in self.sinks.values():
+                sink.close()
+        if self.error is not None and exc_info[0] is None:
+            raise self.error
 
 
 def parley_version() -> str:
@@ -234,6 +277,92 @@ def manifest_for(
     return manifest
 
 
+# The columns of each kind, declared in the dataset card. Without them `datasets` guesses each
+# column's type from each block (~10 MB) of a file it reads, and fails on an export where a field
+# is null or [] all through the first block and set later (a flag, a rewrite, a draft model):
+# "Couldn't cast array of type string to null". Types: a dtype name, [item] for a list, and a
+# dict for a struct. A builder that adds a field adds it here (tests check every row against it).
+_S, _I, _F, _B = "string", "int64", "float64", "bool"
+_MESSAGES = [{"role": _S, "content": _S}]
+_SIDE = {"id": _I, "model": _S, "author": _S, "flags": [_S]}
+# Who wrote a turn or a completion. Never a list of names: pyarrow's JSON reader (26.0) builds a
+# broken column from a list whose first item is null ([null, "tiny-v1"]; apache/arrow#51305).
+_AUTHOR = {"model": _S, "annotator": _S}
+FEATURES: dict[ExportKind, dict[str, Any]] = {
+    ExportKind.SFT: {
+        "messages": _MESSAGES,
+        "meta": {
+            "message_id": _I, "conversation_id": _I, "source": _S, "lang": _S, "annotator": _S,
+            "message_ids": [_I], "authors": [_AUTHOR], "draft_id": _I,
+            "draft_model": _S, "edit_distance": _I,
+            "labels": [{"name": _S, "value": _I, "annotator": _S}], "created_at": _S,
+        },
+    },
+    ExportKind.PREFERENCES: {
+        "prompt": _MESSAGES,
+        "chosen": _MESSAGES,
+        "rejected": _MESSAGES,
+        "meta": {
+            "group_id": _I, "margin": _F, "pair_source": _S, "annotator": _S,
+            **{f"chosen_{key}": value for key, value in _SIDE.items()},
+            **{f"rejected_{key}": value for key, value in _SIDE.items()},
+            "context_id": _I, "conversation_id": _I, "rankings": _I, "agreement": _F,
+            "all_bad": _I, "imported": _B, "state": _S, "completed_at": _S,
+        },
+    },
+    ExportKind.RANKINGS: {
+        "prompt": _MESSAGES,
+        "completions": [_MESSAGES],
+        "rankings": [
+            {"annotator": _S, "imported": _B, "order": [[_I]], "all_bad": _B, "flags": [[_S]],
+             "rewrite": _S, "time_spent_ms": _I}
+        ],
+        "consensus": [[_I]],
+        "agreement": _F,
+        "kendall_tau": _F,
+        "meta": {
+            "group_id": _I, "context_id": _I, "conversation_id": _I, "completion_ids": [_I],
+            "completion_authors": [_AUTHOR], "state": _S,
+            "created_at": _S, "completed_at": _S,
+        },
+    },
+    ExportKind.PROMPTS: {
+        "prompt": _MESSAGES,
+        "meta": {
+            "message_id": _I, "conversation_id": _I, "source": _S, "lang": _S, "tags": [_S],
+            "created_at": _S,
+        },
+    },
+}  # fmt: skip
+
+
+def features_yaml(kind: ExportKind) -> list[str]:
+    """The card's `dataset_info` header lines, in the YAML form `datasets.Features` writes."""
+    return ["dataset_info:", "  features:", *_yaml_fields(FEATURES[kind], 2)]
+
+
+def _yaml_fields(fields: dict[str, Any], indent: int) -> list[str]:
+    lines = []
+    for name, spec in fields.items():
+        lines.append(f"{' ' * indent}- name: {name}")
+        lines += _yaml_type(spec, indent + 2)
+    return lines
+
+
+def _yaml_type(spec: Any, indent: int) -> list[str]:
+    pad = " " * indent
+    if isinstance(spec, str):
+        return [f"{pad}dtype: {spec}"]
+    if isinstance(spec, dict):
+        return [f"{pad}struct:", *_yaml_fields(spec, indent)]
+    (item,) = spec
+    if isinstance(item, str):
+        return [f"{pad}list: {item}"]
+    if isinstance(item, dict):
+        return [f"{pad}list:", *_yaml_fields(item, indent)]
+    return [f"{pad}list:", *_yaml_type(item, indent + 2)]
+
+
 FORMAT_NOTES = {
     ExportKind.SFT: '`{"messages": [{"role", "content"}, ...], "meta": {...}}`: a human-written '
     "conversation ending in an assistant turn, for `trl.SFTTrainer`.",
@@ -250,12 +379,19 @@ FORMAT_NOTES = {
 
 
 def dataset_card(manifest: dict[str, Any]) -> str:
-    """README.md with the YAML header `datasets` reads: one config, one data file per split."""
+    """README.md with the YAML header `datasets` reads: one config, one data file per split.
+
+    `datasets.load_dataset` refuses a split whose file has no rows ("Instruction 'validation'
+    corresponds to no data!"), so empty splits stay out of the header (the files and the
+    manifest keep them); an export with no rows at all names its train file, which cannot load.
+    """
     kind = ExportKind(manifest["kind"])
+    splits = manifest["splits"]
+    loadable = [name for name, split in splits.items() if split["rows"] > 0] or list(splits)[:1]
     lines = ["---", "configs:", "- config_name: default", "  data_files:"]
-    for name, split in manifest["splits"].items():
-        lines += [f"  - split: {name}", f"    path: {split['file']}"]
-    lines += ["---", ""]
+    for name in loadable:
+        lines += [f"  - split: {name}", f"    path: {splits[name]['file']}"]
+    lines += [*features_yaml(kind), "---", ""]
     title = f"# {manifest['project']}: {kind.value} export"
     if manifest["snapshot_id"] is not None:
         title += f" #{manifest['snapshot_id']}"
@@ -263,6 +399,11 @@ def dataset_card(manifest: dict[str, Any]) -> str:
     lines += ["| split | rows | sha256 |", "|---|---|---|"]
     for name, split in manifest["splits"].items():
         lines.append(f"| {name} | {split['rows']} | `{split['sha256']}` |")
+    if empty := [name for name in splits if name not in loadable]:
+        lines += [
+            "",
+            f"Empty, and so not loaded by `load_dataset`: {', '.join(empty)}.",
+        ]
     lines += [
         "",
         "Splits are made by conversation (no conversation, and so no prompt, has rows in two "

@@ -9,6 +9,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as encode_string
 from typing import Any, NamedTuple, TypeVar
 
 from django.db import connection, connections
@@ -41,12 +42,18 @@ def dumps(value: Any) -> str:
 
 
 class Row(NamedTuple):
-    """One JSONL line of an export, with what the writer needs to place and count it."""
+    """JSONL lines of one conversation, with what the writer needs to place and count them.
+
+    Usually one line; a builder may join several lines of the same conversation with newlines
+    (`count` of them), which the writer treats as that many rows.
+    """
 
     conversation_id: int
-    line: str  # the JSON object, without the newline
-    source: str = ""  # where the conversation came from (sft: counted per source)
-    longer_chosen: int = 0  # preferences: +1 chosen is longer, -1 shorter, 0 same or n/a
+    line: str  # one JSON object (or `count` of them joined by "\n"), without the final newline
+    source: str = ""  # where the conversation came from (sft and prompts: counted per source)
+    count: int = 1
+    longer: int = 0  # preferences: pairs whose chosen reply is the longer one
+    shorter: int = 0  # preferences: pairs whose chosen reply is the shorter one
 
 
 @dataclass
@@ -251,11 +258,15 @@ class Threads:
         """The thread root..message as a JSON list of {"role", "content"}."""
         cached = self._json.get(message_id)
         if cached is None:
-            cached = dumps(
-                [
-                    {"role": self._nodes[pk][1], "content": self._nodes[pk][2]}
+            nodes = self._nodes
+            # Roles are fixed names; only the text needs escaping.
+            cached = (
+                "["
+                + ",".join(
+                    f'{{"role":"{nodes[pk][1]}","content":{encode_string(nodes[pk][2])}}}'
                     for pk in self.chain(message_id)
-                ]
+                )
+                + "]"
             )
             self._json[message_id] = cached
         return cached

@@ -48,32 +48,45 @@ def tied_pairs(order: Order, positions: dict[int, int]) -> Iterator[tuple[int, i
                 yield a, b
 
 
-def _margins(export_set: ExportSet) -> dict[tuple[int, int], float]:
-    """margin[(a, b)] for every ordered pair of kept candidates (see the module's docstring)."""
-    ids = [c.message_id for c in export_set.candidates]
-    # Each order as the level of every candidate, by the candidate's index (None: not ranked).
-    ranks = []
-    for order in export_set.orders():
-        level_of = {c: level for level, group in enumerate(order) for c in group}
-        ranks.append([level_of.get(pk) for pk in ids])
-    margins: dict[tuple[int, int], float] = {}
-    for i, a in enumerate(ids):
-        for j in range(i + 1, len(ids)):
-            votes = seen = 0
-            for rank in ranks:
-                la = rank[i]
-                lb = rank[j]
-                if la is not None and lb is not None:
-                    seen += 1
-                    votes += (la < lb) - (la > lb)
-            b = ids[j]
-            if votes:
-                margin = round(votes / seen, 6)
-                margins[(a, b)] = margin
-                margins[(b, a)] = -margin
-            else:
-                margins[(a, b)] = margins[(b, a)] = 0.0
-    return margins
+class Margins:
+    """margin(a, b) of a set's kept candidates (see the module's docstring), from one pass over
+    its orders that counts, for every ordered pair, the orders putting a above b."""
+
+    def __init__(self, export_set: ExportSet) -> None:
+        ids = [c.message_id for c in export_set.candidates]
+        self.index = index = {pk: i for i, pk in enumerate(ids)}
+        k = len(ids)
+        self.above = above = [[0] * k for _ in range(k)]
+        orders = export_set.orders()
+        self.complete = True  # every order ranks every candidate: each pair was seen by all
+        for order in orders:
+            placed = 0
+            for position, upper in enumerate(order):
+                placed += len(upper)
+                for lower in order[position + 1 :]:
+                    for a in upper:
+                        row = above[index[a]]
+                        for b in lower:
+                            row[index[b]] += 1
+            if placed != k:
+                self.complete = False
+        self.orders = orders
+        self.n = len(orders)
+
+    def __call__(self, a: int, b: int) -> float:
+        i, j = self.index[a], self.index[b]
+        votes = self.above[i][j] - self.above[j][i]
+        if not votes:
+            return 0.0
+        if self.complete:
+            seen = self.n
+        else:
+            seen = sum(
+                1
+                for order in self.orders
+                if any(a in group for group in order) and any(b in group for group in order)
+            )
+        return round(votes / seen, 6)
 
 
 class _Pieces:
@@ -108,29 +121,49 @@ def _reply(text: str) -> str:
 
 
 def rows(ctx: ExportContext) -> Iterator[Row]:
+    """Rows set by set. A set's lines go out together as one Row (one conversation, so one
+    split); with `length_balanced` every pair is a Row of its own, as the balancing needs."""
     choices = ctx.choices
     pieces = _Pieces(ctx)
     per_annotator = choices.pairs_from == PairsFrom.ANNOTATOR
+    one_by_one = choices.length_balanced
     for export_set, threads in export_sets(ctx):
         pairs = _SetPairs(export_set, threads.messages_json(export_set.context_id), pieces)
         if per_annotator:
             for ranking in export_set.rankings:
-                annotator = pieces.author(ranking.annotator_id)
-                yield from pairs.rows(ranking.order, choices, "annotator", annotator)
+                pairs.add(ranking.order, choices, "annotator", pieces.author(ranking.annotator_id))
         else:
-            yield from pairs.rows(export_set.consensus, choices, "consensus", "null")
+            pairs.add(export_set.consensus, choices, "consensus", "null")
         if choices.include_rewrites:
             for ranking in export_set.rankings:
                 if ranking.rewrite_id is not None and ranking.rewrite_text is not None:
-                    yield from pairs.rewrite_rows(ranking)
+                    pairs.add_rewrite(ranking)
+        if not pairs.lines:
+            continue
+        conversation_id = export_set.conversation_id
+        if one_by_one:
+            for line, sign in zip(pairs.lines, pairs.signs, strict=True):
+                yield Row(conversation_id, line, "", 1, sign > 0, sign < 0)
+        else:
+            signs = pairs.signs
+            yield Row(
+                conversation_id,
+                "\n".join(pairs.lines),
+                "",
+                len(signs),
+                sum(sign > 0 for sign in signs),
+                sum(sign < 0 for sign in signs),
+            )
 
 
 class _SetPairs:
-    """The rows of one set: every piece of JSON that recurs across its pairs is made once."""
+    """The lines of one set: every piece of JSON that recurs across its pairs is made once."""
 
     def __init__(self, export_set: ExportSet, prompt: str, pieces: _Pieces) -> None:
         self.set = export_set
         self.pieces = pieces
+        self.lines: list[str] = []
+        self.signs: list[int] = []  # +1 chosen longer, -1 shorter, 0 the same length
         self.head = '{"prompt":' + prompt + ',"chosen":'
         self.reply: dict[int, str] = {}
         # Per candidate, its meta members as JSON text, once as chosen and once as rejected.
@@ -148,7 +181,7 @@ class _SetPairs:
             )
             self.as_chosen[pk] = f'"chosen_id":{pk}{chosen}'
             self.as_rejected[pk] = f'"rejected_id":{pk}{rejected}'
-        self.margins = _margins(export_set)
+        self.margin = Margins(export_set)
         rankings = export_set.rankings
         agreement = export_set.agreement
         imported = all(r.annotator_id is None for r in rankings)
@@ -167,49 +200,38 @@ class _SetPairs:
             f'"completed_at":{completed}}}}}'
         )
 
-    def line(self, a: int, b: int, margin: float, source: str, annotator: str) -> str:
-        return (
-            f'{self.head}{self.reply[a]},"rejected":{self.reply[b]},"meta":{self.group}'
-            f'{margin!r},"pair_source":"{source}","annotator":{annotator},'
-            f"{self.as_chosen[a]},{self.as_rejected[b]},{self.tail}"
+    def _extend(self, pairs: list[tuple[int, int, float]], source: str, annotator: str) -> None:
+        head, group, tail = self.head, self.group, self.tail
+        reply, as_chosen, as_rejected, length = (
+            self.reply,
+            self.as_chosen,
+            self.as_rejected,
+            self.length,
         )
+        middle = f',"pair_source":"{source}","annotator":{annotator},'
+        self.lines += [
+            f'{head}{reply[a]},"rejected":{reply[b]},"meta":{group}{margin!r}{middle}'
+            f"{as_chosen[a]},{as_rejected[b]},{tail}"
+            for a, b, margin in pairs
+        ]
+        self.signs += [(length[a] > length[b]) - (length[a] < length[b]) for a, b, _ in pairs]
 
-    def rows(self, order: Order, choices, source: str, annotator: str) -> Iterator[Row]:
-        margins = self.margins
-        length = self.length
-        conversation_id = self.set.conversation_id
-        line = self.line
-        for a, b in ordered_pairs(order, choices.pair_strategy):
-            yield Row(
-                conversation_id,
-                line(a, b, margins[(a, b)], source, annotator),
-                "",
-                (length[a] > length[b]) - (length[a] < length[b]),
-            )
+    def add(self, order: Order, choices, source: str, annotator: str) -> None:
+        margin = self.margin
+        pairs = [(a, b, margin(a, b)) for a, b in ordered_pairs(order, choices.pair_strategy)]
         if choices.ties == Ties.KEEP:
             positions = {c.message_id: i for i, c in enumerate(self.set.candidates)}
-            for a, b in tied_pairs(order, positions):
-                yield Row(
-                    conversation_id,
-                    line(a, b, 0.0, source, annotator),
-                    "",
-                    (length[a] > length[b]) - (length[a] < length[b]),
-                )
+            # Best against the rest pairs only the best group's members with each other.
+            tied = order[:1] if choices.pair_strategy == PairStrategy.BEST_VS_REST else order
+            pairs += [(a, b, 0.0) for a, b in tied_pairs(tied, positions)]
+        self._extend(pairs, source, annotator)
 
-    def rewrite_rows(self, ranking) -> Iterator[Row]:
+    def add_rewrite(self, ranking) -> None:
         """The trainer's rewrite preferred over every candidate (margin 1: see the module)."""
         rewrite = ranking.rewrite_id
         self.reply[rewrite] = _reply(ranking.rewrite_text)
-        length = self.length
-        length[rewrite] = len(ranking.rewrite_text)
-        annotator = self.pieces.author(ranking.annotator_id)
+        self.length[rewrite] = len(ranking.rewrite_text)
         chosen, _ = self.pieces.sides(None, ranking.annotator_id, ())
         self.as_chosen[rewrite] = f'"chosen_id":{rewrite}{chosen}'
-        for c in self.set.candidates:
-            b = c.message_id
-            yield Row(
-                self.set.conversation_id,
-                self.line(rewrite, b, 1.0, "rewrite", annotator),
-                "",
-                (length[rewrite] > length[b]) - (length[rewrite] < length[b]),
-            )
+        pairs = [(rewrite, c.message_id, 1.0) for c in self.set.candidates]
+        self._extend(pairs, "rewrite", self.pieces.author(ranking.annotator_id))

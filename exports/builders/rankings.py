@@ -53,10 +53,14 @@ def rows(ctx: ExportContext) -> Iterator[Row]:
                 "context_id": export_set.context_id,
                 "conversation_id": export_set.conversation_id,
                 "completion_ids": [c.message_id for c in export_set.candidates],
-                "completion_models": [
-                    ctx.model_name(c.author_model_id) for c in export_set.candidates
+                # Structs, not lists of names that may start with null (see sft.py).
+                "completion_authors": [
+                    {
+                        "model": ctx.model_name(c.author_model_id),
+                        "annotator": pseudonym(c.author_user_id),
+                    }
+                    for c in export_set.candidates
                 ],
-                "completion_authors": [pseudonym(c.author_user_id) for c in export_set.candidates],
                 "state": export_set.state,
                 "created_at": iso(export_set.created_at),
                 "completed_at": iso(export_set.completed_at),

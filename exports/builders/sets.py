@@ -7,8 +7,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from django.db.models import Count, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db import connection
+from django.db.models import Count, QuerySet
 
 from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
 from annotations.models import Ranking, RankingCandidate, RankingSet
@@ -135,56 +135,117 @@ def export_sets(ctx: ExportContext) -> Iterator[tuple[ExportSet, Threads]]:
 
 
 def _read_chunks(ctx: ExportContext) -> Iterator[_Chunk]:
-    """What the sets of each chunk need from the database: four or five queries a chunk."""
-    for chunk in keyset_chunks(sets_queryset(ctx), SET_FIELDS):
+    """What the sets of each chunk need from the database: a few queries a chunk."""
+    sets = sets_queryset(ctx)
+    read = _candidates_and_rankings_postgresql if connection.vendor == "postgresql" else None
+    for chunk in keyset_chunks(sets, SET_FIELDS):
         ids = [row[0] for row in chunk]
-        candidates: dict[int, list[Candidate]] = {pk: [] for pk in ids}
-        for set_id, *fields in (
-            RankingCandidate.objects.filter(ranking_set_id__in=ids)
-            .order_by("ranking_set_id", "position")
-            .values_list(
-                "ranking_set_id",
-                "message_id",
-                "message__text",
-                "message__author_model_id",
-                "message__author_user_id",
-            )
-        ):
-            candidates[set_id].append(Candidate(*fields))
+        if read is not None:
+            candidates, raw_rankings = read(ids)
+        else:
+            candidates, raw_rankings = _candidates_and_rankings(sets, ids)
         rankings: dict[int, list[SetRanking]] = {pk: [] for pk in ids}
         # Sets with a ranking a lead excluded: their stored consensus and agreement may still
         # count it (the admin action only flips is_excluded), so they are recomputed.
         lead_excluded: set[int] = set()
-        for set_id, *fields in (
-            Ranking.objects.filter(ranking_set_id__in=ids)
-            .order_by("ranking_set_id", "created_at", "id")
-            .values_list(
-                "ranking_set_id",
-                "annotator_id",
-                "order",
-                # Nearly every ranking has no flags: read the JSON as text and decode only
-                # the ones that have some.
-                Cast("flags", TextField()),
-                "all_bad",
-                "rewrite_id",
-                "rewrite__text",
-                "time_spent_ms",
-                "is_excluded",
-            )
-        ):
-            annotator_id, order, flags, *rest, is_excluded = fields
-            if is_excluded:
-                lead_excluded.add(set_id)
-                ctx.count("rankings_excluded_by_leads")
-                continue
-            flags = json.loads(flags) if flags and flags != "{}" else {}
-            rankings[set_id].append(SetRanking(annotator_id, order, flags, *rest))
+        for set_id, set_rankings in raw_rankings.items():
+            kept = rankings[set_id]
+            for annotator_id, order, flags, *rest, is_excluded in set_rankings:
+                if is_excluded:
+                    lead_excluded.add(set_id)
+                    ctx.count("rankings_excluded_by_leads")
+                else:
+                    kept.append(SetRanking(annotator_id, order, flags or {}, *rest))
         labelled = flagged_messages(
             (c.message_id for cs in candidates.values() for c in cs), ctx.choices.exclude_flags
         )
         threads = Threads()
         threads.load(row[1] for row in chunk)
         yield _Chunk(chunk, candidates, rankings, labelled, threads, lead_excluded)
+
+
+RankingRow = tuple  # (annotator_id, order, flags, all_bad, rewrite_id, rewrite_text, ms, excluded)
+
+
+def _candidates_and_rankings(
+    sets: QuerySet[RankingSet], ids: list[int]
+) -> tuple[dict[int, list[Candidate]], dict[int, list[RankingRow]]]:
+    """The chunk's candidates and rankings through the ORM: one query each."""
+    # The chunk's sets as a subquery (a key range of the same filters) rather than a list
+    # of 2,000 ids that every query would send and Django would prepare one by one.
+    chunk_sets = sets.filter(pk__gte=ids[0], pk__lte=ids[-1]).values("pk")
+    candidates: dict[int, list[Candidate]] = {pk: [] for pk in ids}
+    for set_id, *fields in (
+        RankingCandidate.objects.filter(ranking_set__in=chunk_sets)
+        .order_by("ranking_set_id", "position")
+        .values_list(
+            "ranking_set_id",
+            "message_id",
+            "message__text",
+            "message__author_model_id",
+            "message__author_user_id",
+        )
+    ):
+        candidates[set_id].append(Candidate(*fields))
+    rankings: dict[int, list[RankingRow]] = {pk: [] for pk in ids}
+    for set_id, *fields in (
+        Ranking.objects.filter(ranking_set__in=chunk_sets)
+        .order_by("ranking_set_id", "created_at", "id")
+        .values_list(
+            "ranking_set_id",
+            "annotator_id",
+            "order",
+            "flags",
+            "all_bad",
+            "rewrite_id",
+            "rewrite__text",
+            "time_spent_ms",
+            "is_excluded",
+        )
+    ):
+        rankings[set_id].append(fields)
+    return candidates, rankings
+
+
+# The two statements of exports in raw SQL. Read through the ORM, turning a chunk's rows into
+# Python values (Django's per-row converters, the JSON of every order) cost more than anything
+# else the preferences export does per set (benchmarks/export.py: about 60 of a set's 100 µs
+# on the development machine). The same columns through the connection's cursor cost a third
+# of that. Which sets to read was decided by the ORM (`sets_queryset`): these statements only
+# take the chunk's ids.
+_CANDIDATES_SQL = """
+    SELECT c.ranking_set_id, c.message_id, m.text, m.author_model_id, m.author_user_id
+    FROM annotations_rankingcandidate c
+    JOIN annotations_message m ON m.id = c.message_id
+    WHERE c.ranking_set_id = ANY(%s)
+    ORDER BY c.ranking_set_id, c.position
+"""
+_RANKINGS_SQL = """
+    SELECT r.ranking_set_id, r.annotator_id, r."order"::text, r.flags::text, r.all_bad,
+        r.rewrite_id, w.text, r.time_spent_ms, r.is_excluded
+    FROM annotations_ranking r
+    LEFT JOIN annotations_message w ON w.id = r.rewrite_id
+    WHERE r.ranking_set_id = ANY(%s)
+    ORDER BY r.ranking_set_id, r.created_at, r.id
+"""
+
+
+def _candidates_and_rankings_postgresql(
+    ids: list[int],
+) -> tuple[dict[int, list[Candidate]], dict[int, list[RankingRow]]]:
+    """The chunk's candidates and rankings, one PostgreSQL statement each (see above)."""
+    loads = json.loads
+    candidates: dict[int, list[Candidate]] = {pk: [] for pk in ids}
+    rankings: dict[int, list[RankingRow]] = {pk: [] for pk in ids}
+    with connection.cursor() as cursor:
+        cursor.execute(_CANDIDATES_SQL, [ids])
+        for set_id, *fields in cursor.fetchall():
+            candidates[set_id].append(Candidate(*fields))
+        cursor.execute(_RANKINGS_SQL, [ids])
+        for set_id, annotator, order, flags, *rest in cursor.fetchall():
+            flags = loads(flags) if flags != "{}" else {}
+            rankings[set_id].append((annotator, loads(order), flags, *rest))
+    return candidates, rankings
 
 
 def _apply_choices(

@@ -180,8 +180,13 @@ def _row(ctx, nodes, anchor_id, labels, below_top, flagged, sources) -> Row | No
             "lang": lang,
             "annotator": ctx.pseudonyms(author_user_id),
             "message_ids": [node[0] for node in chain],
-            "models": [ctx.model_name(node[8]) for node in chain],
-            "annotators": [ctx.pseudonyms(node[7]) for node in chain],
+            # One {"model", "annotator"} per turn rather than two lists of names: pyarrow's JSON
+            # reader (26.0) builds a broken column from a list that starts with null, such as
+            # [null, "tiny-v1"], and `datasets.load_dataset` fails (apache/arrow#51305).
+            "authors": [
+                {"model": ctx.model_name(node[8]), "annotator": ctx.pseudonyms(node[7])}
+                for node in chain
+            ],
             "draft_id": draft_id,
             "draft_model": ctx.model_name(draft_model),
             "edit_distance": distance,

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 api_v1 = [
     path("", include("labelling.api_urls")),
     path("", include("trainer_bridge.api_urls")),
+    path("", include("exports.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
@@ -19,4 +20,5 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("", include("labelling.urls")),
     path("", include("trainer_bridge.urls")),
+    path("", include("exports.urls")),
 ]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from annotations.access import AccessDenied, can
@@ -177,34 +179,42 @@ def export_build(*, snapshot_id: int) -> ExportSnapshot | None:
     if snapshot is None:
         return None
     project = snapshot.project
-    prefix = f"exports/{project.slug}/{snapshot.pk}"
+    # A folder per attempt: a worker that was given up for dead but still runs never writes
+    # into the files of the attempt that took over.
+    prefix = f"exports/{project.slug}/{snapshot.pk}/attempt-{snapshot.attempts}"
+    # Every write below is for this attempt only: once another worker has taken the snapshot
+    # over (or the watchdog failed it), this one's updates change nothing.
+    mine = ExportSnapshot.objects.filter(
+        pk=snapshot.pk, state=State.RUNNING, attempts=snapshot.attempts
+    )
     try:
         choices = ExportChoices.from_json(snapshot.choices, kind=snapshot.kind)
-        with tempfile.TemporaryDirectory(prefix="parley-export-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="parley-export-") as tmp,
+            _Heartbeat(mine) as heartbeat,
+        ):
             out_dir = Path(tmp)
             manifest = export_write(
                 project=project,
                 kind=snapshot.kind,
                 choices=choices,
                 out_dir=out_dir,
-                progress=_Heartbeat(snapshot.pk),
-                expected=lambda n: ExportSnapshot.objects.filter(pk=snapshot.pk).update(
-                    rows_expected=n, heartbeat_at=timezone.now()
-                ),
+                progress=heartbeat,
+                expected=lambda n: mine.update(rows_expected=n, heartbeat_at=timezone.now()),
                 snapshot_id=snapshot.pk,
                 created_by=snapshot.created_by.get_username() if snapshot.created_by else None,
             )
             _store_folder(out_dir, prefix)
     except Exception as exc:
         logger.exception("Export %s failed", snapshot.pk)
-        ExportSnapshot.objects.filter(pk=snapshot.pk, state=State.RUNNING).update(
+        mine.update(
             state=State.FAILED,
             error=f"{type(exc).__name__}: {exc}"[:2000],
             finished_at=timezone.now(),
         )
         snapshot.refresh_from_db()
         return snapshot
-    ExportSnapshot.objects.filter(pk=snapshot.pk).update(
+    mine.update(
         state=State.DONE,
         folder=prefix,
         manifest=manifest,
@@ -254,20 +264,47 @@ def _claim(snapshot_id: int) -> ExportSnapshot | None:
 
 
 class _Heartbeat:
-    """Stores rows written (and so a sign of life) at most about once a second."""
+    """The writing worker's sign of life: rows written when the writer reports progress (at
+    most once a second), and a beat from a timer thread every STALE_SECONDS / 4 while the build
+    runs, since counting rows, the first pass of length balancing and storing the files report
+    none for a while.
 
-    def __init__(self, snapshot_id: int) -> None:
-        self.snapshot_id = snapshot_id
+    The timer thread has a database connection of its own, which could not see (SQLite: would
+    wait on) a transaction still open here, so inside one only the progress reports beat.
+    """
+
+    def __init__(self, mine) -> None:
+        self.mine = mine
+        self.written = 0
         self.last = 0.0
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
 
     def __call__(self, written: int) -> None:
-        now = timezone.now()
-        if now.timestamp() - self.last < 1.0:
-            return
-        self.last = now.timestamp()
-        ExportSnapshot.objects.filter(pk=self.snapshot_id).update(
-            rows_written=written, heartbeat_at=now
-        )
+        self.written = written
+        now = time.monotonic()
+        if now - self.last >= 1.0:
+            self.last = now
+            self.mine.update(rows_written=written, heartbeat_at=timezone.now())
+
+    def _beat(self) -> None:
+        interval = max(1.0, _settings().get("STALE_SECONDS", 120) / 4)
+        try:
+            while not self.stop.wait(interval):
+                self.mine.update(rows_written=self.written, heartbeat_at=timezone.now())
+        finally:
+            connections.close_all()  # this thread's connection
+
+    def __enter__(self) -> _Heartbeat:
+        if not connection.in_atomic_block:
+            self.thread = threading.Thread(target=self._beat, name="export-heartbeat", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
 
 
 def _store_folder(out_dir: Path, prefix: str) -> None:

@@ -18,9 +18,13 @@ from exports.choices import PairsFrom, PairStrategy, Ties
 
 
 def expected_rows(ctx: ExportContext) -> int:
+    """Pairs of the kept sets' untied orders under the pair strategy (ties kept, rewrites and
+    left-out replies make the real count differ; progress is capped at 100 %)."""
     per_ranking = ctx.choices.pairs_from == PairsFrom.ANNOTATOR
+    all_pairs = ctx.choices.pair_strategy == PairStrategy.ALL
     return sum(
-        k * (k - 1) // 2 * (max(1, rankings) if per_ranking else 1)
+        (k * (k - 1) // 2 if all_pairs else max(0, k - 1))
+        * (max(1, rankings) if per_ranking else 1)
         for k, rankings in candidate_counts(ctx)
     )
 

@@ -1,0 +1,11 @@
+"""Pages of exports: a project's exports with the form for a new one, and one export's progress."""
+
+from django.urls import path
+
+from exports import views
+
+urlpatterns = [
+    path("p/<slug:slug>/exports/", views.exports, name="exports"),
+    path("p/<slug:slug>/exports/<int:pk>/", views.export_detail, name="export-detail"),
+    path("p/<slug:slug>/exports/<int:pk>/download", views.export_download, name="export-download"),
+]

@@ -27,7 +27,7 @@ class SplitCache(dict):
         self.seed, self.validation, self.test = seed, validation, test
 
     def __missing__(self, conversation_id: int) -> str:
-        if len(self) > 500_000:  # bound memory on huge exports
+        if len(self) >= 50_000:  # rows of a conversation mostly come together: bound memory
             self.clear()
         split = split_of(
             conversation_id, seed=self.seed, validation=self.validation, test=self.test

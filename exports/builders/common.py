@@ -31,7 +31,7 @@ from exports.pseudonyms import Pseudonyms, is_pseudonym
 T = TypeVar("T")
 _COUNT_LOCK = threading.Lock()
 SCRATCH_KEY = "scratch_for_task"  # demonstrations mark unsubmitted working turns with it
-CHUNK = 2000
+CHUNK = 1000
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 

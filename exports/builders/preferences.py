@@ -155,8 +155,8 @@ def rows(ctx: ExportContext) -> Iterator[Row]:
                 "\n".join(pairs.lines),
                 "",
                 len(signs),
-                sum(sign > 0 for sign in signs),
-                sum(sign < 0 for sign in signs),
+                signs.count(1),
+                signs.count(-1),
             )
 
 
@@ -177,9 +177,8 @@ class _SetPairs:
         flags = export_set.flags
         for c in export_set.candidates:
             pk = c.message_id
-            text = c.text
-            self.reply[pk] = '[{"role":"assistant","content":' + encode_string(text) + "}]"
-            self.length[pk] = len(text)
+            self.reply[pk] = '[{"role":"assistant","content":' + c.content + "}]"
+            self.length[pk] = c.length
             chosen, rejected = pieces.sides(
                 c.author_model_id, c.author_user_id, tuple(flags.get(pk, ())) if flags else ()
             )

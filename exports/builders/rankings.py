@@ -40,10 +40,11 @@ def rows(ctx: ExportContext) -> Iterator[Row]:
             }
             for r in export_set.rankings
         ]
+        # The texts come escaped as JSON already; the rest of the row is encoded here.
+        completions = ",".join(
+            f'[{{"role":"assistant","content":{c.content}}}]' for c in export_set.candidates
+        )
         row = {
-            "completions": [
-                [{"role": "assistant", "content": c.text}] for c in export_set.candidates
-            ],
             "rankings": rankings,
             "consensus": as_indices(export_set.consensus),
             "agreement": export_set.agreement,
@@ -67,4 +68,7 @@ def rows(ctx: ExportContext) -> Iterator[Row]:
             },
         }
         prompt = threads.messages_json(export_set.context_id)
-        yield Row(export_set.conversation_id, f'{{"prompt":{prompt},{dumps(row)[1:]}')
+        yield Row(
+            export_set.conversation_id,
+            f'{{"prompt":{prompt},"completions":[{completions}],{dumps(row)[1:]}',
+        )

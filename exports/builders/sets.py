@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring as encode_string
 
 from django.db import connection
 from django.db.models import Count, QuerySet
@@ -27,7 +28,8 @@ Order = list[list[int]]
 @dataclass(slots=True)
 class Candidate:
     message_id: int
-    text: str
+    content: str  # the text as a JSON string literal, quotes included
+    length: int  # characters of the text
     author_model_id: int | None
     author_user_id: int | None
 
@@ -186,7 +188,10 @@ def _candidates_and_rankings(
             "message__author_user_id",
         )
     ):
-        candidates[set_id].append(Candidate(*fields))
+        message_id, text, model_id, user_id = fields
+        candidates[set_id].append(
+            Candidate(message_id, encode_string(text), len(text), model_id, user_id)
+        )
     rankings: dict[int, list[RankingRow]] = {pk: [] for pk in ids}
     for set_id, *fields in (
         Ranking.objects.filter(ranking_set__in=chunk_sets)
@@ -208,25 +213,29 @@ def _candidates_and_rankings(
 
 
 # The two statements of exports in raw SQL. Read through the ORM, turning a chunk's rows into
-# Python values (Django's per-row converters, the JSON of every order) cost more than anything
-# else the preferences export does per set (benchmarks/export.py: about 60 of a set's 100 µs
-# on the development machine). The same columns through the connection's cursor cost a third
-# of that. Which sets to read was decided by the ORM (`sets_queryset`): these statements only
-# take the chunk's ids.
+# Python values (Django's per-row converters, the JSON of every order, escaping every text
+# again for the output) cost more than anything else the preferences export does per set
+# (benchmarks/export.py). Here PostgreSQL escapes the texts as JSON (its escaping is the same
+# as Python's json module's: the same bytes come out) and hands over one row per set of
+# rankings, whose JSON one C call decodes. Which sets to read was decided by the ORM
+# (`sets_queryset`): these statements only take the chunk's ids.
 _CANDIDATES_SQL = """
-    SELECT c.ranking_set_id, c.message_id, m.text, m.author_model_id, m.author_user_id
+    SELECT c.ranking_set_id, c.message_id, to_json(m.text)::text, char_length(m.text),
+        m.author_model_id, m.author_user_id
     FROM annotations_rankingcandidate c
     JOIN annotations_message m ON m.id = c.message_id
     WHERE c.ranking_set_id = ANY(%s)
     ORDER BY c.ranking_set_id, c.position
 """
 _RANKINGS_SQL = """
-    SELECT r.ranking_set_id, r.annotator_id, r."order"::text, r.flags::text, r.all_bad,
-        r.rewrite_id, w.text, r.time_spent_ms, r.is_excluded
+    SELECT r.ranking_set_id,
+        json_agg(json_build_array(r.annotator_id, r."order", r.flags, r.all_bad, r.rewrite_id,
+                                  w.text, r.time_spent_ms, r.is_excluded)
+                 ORDER BY r.created_at, r.id)::text
     FROM annotations_ranking r
     LEFT JOIN annotations_message w ON w.id = r.rewrite_id
     WHERE r.ranking_set_id = ANY(%s)
-    ORDER BY r.ranking_set_id, r.created_at, r.id
+    GROUP BY r.ranking_set_id
 """
 
 
@@ -242,9 +251,8 @@ def _candidates_and_rankings_postgresql(
         for set_id, *fields in cursor.fetchall():
             candidates[set_id].append(Candidate(*fields))
         cursor.execute(_RANKINGS_SQL, [ids])
-        for set_id, annotator, order, flags, *rest in cursor.fetchall():
-            flags = loads(flags) if flags != "{}" else {}
-            rankings[set_id].append((annotator, loads(order), flags, *rest))
+        for set_id, set_rankings in cursor.fetchall():
+            rankings[set_id] = loads(set_rankings)
     return candidates, rankings
 
 

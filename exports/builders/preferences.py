@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from json.encoder import encode_basestring as encode_string
+from operator import gt, lt
 
 from exports.builders.common import ExportContext, Row, dumps, iso
 from exports.builders.sets import ExportSet, Order, candidate_counts, export_sets
@@ -53,44 +54,36 @@ def tied_pairs(order: Order, positions: dict[int, int]) -> Iterator[tuple[int, i
 
 
 class Margins:
-    """margin(a, b) of a set's kept candidates (see the module's docstring), from one pass over
-    its orders that counts, for every ordered pair, the orders putting a above b."""
+    """margin(a, b) of a set's kept candidates (see the module's docstring).
+
+    Each candidate gets the tuple of its levels in the set's orders (None where an order
+    leaves it out); a margin compares two such tuples.
+    """
 
     def __init__(self, export_set: ExportSet) -> None:
-        ids = [c.message_id for c in export_set.candidates]
-        self.index = index = {pk: i for i, pk in enumerate(ids)}
-        k = len(ids)
-        self.above = above = [[0] * k for _ in range(k)]
-        orders = export_set.orders()
-        self.complete = True  # every order ranks every candidate: each pair was seen by all
-        for order in orders:
-            placed = 0
-            for position, upper in enumerate(order):
-                placed += len(upper)
-                for lower in order[position + 1 :]:
-                    for a in upper:
-                        row = above[index[a]]
-                        for b in lower:
-                            row[index[b]] += 1
-            if placed != k:
-                self.complete = False
-        self.orders = orders
-        self.n = len(orders)
+        self.index = index = {c.message_id: i for i, c in enumerate(export_set.candidates)}
+        levels = []
+        for order in export_set.orders():
+            level: list[int | None] = [None] * len(index)
+            for position, group in enumerate(order):
+                for candidate in group:
+                    level[index[candidate]] = position
+            levels.append(level)
+        self.columns = list(zip(*levels, strict=True)) if levels else [()] * len(index)
+        # Every order ranks every candidate: each pair was seen by all of them.
+        self.complete = all(None not in level for level in levels)
+        self.n = len(levels)
 
     def __call__(self, a: int, b: int) -> float:
-        i, j = self.index[a], self.index[b]
-        votes = self.above[i][j] - self.above[j][i]
-        if not votes:
-            return 0.0
+        x, y = self.columns[self.index[a]], self.columns[self.index[b]]
         if self.complete:
+            votes = sum(map(lt, x, y)) - sum(map(gt, x, y))
             seen = self.n
         else:
-            seen = sum(
-                1
-                for order in self.orders
-                if any(a in group for group in order) and any(b in group for group in order)
-            )
-        return round(votes / seen, 6)
+            pairs = [(p, q) for p, q in zip(x, y, strict=True) if p is not None and q is not None]
+            votes = sum(p < q for p, q in pairs) - sum(p > q for p, q in pairs)
+            seen = len(pairs)
+        return round(votes / seen, 6) if votes else 0.0
 
 
 class _Pieces:

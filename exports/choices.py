@@ -139,14 +139,7 @@ class ExportChoices:
             errors["test"] = "validation + test must leave rows for train (sum below 1)."
         if not 0 <= self.seed <= MAX_SEED:
             errors["seed"] = f"Must be between 0 and {MAX_SEED}."
-        for name in (
-            "languages",
-            "model_versions",
-            "exclude_annotators",
-            "exclude_flags",
-            "sources",
-            "exclude_sources",
-        ):
+        for name in LIST_CHOICES:
             for item in getattr(self, name):
                 if not NAME_RE.match(item):
                     errors[name] = f"{item[:50]!r} is not a valid name."
@@ -211,6 +204,12 @@ class ExportChoices:
         return tuple(names)
 
 
+# The choices that hold a list of names (comma-separated on the command line).
+LIST_CHOICES: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(ExportChoices) if isinstance(f.default, tuple)
+)
+
+
 def _coerce(name: str, raw: Any, f: dataclasses.Field) -> Any:
     """One JSON value to the field's type; ValueError says what was expected."""
     default = f.default if f.default is not dataclasses.MISSING else None
@@ -260,6 +259,7 @@ def _coerce(name: str, raw: Any, f: dataclasses.Field) -> Any:
 
 __all__ = [
     "KIND_LABELS",
+    "LIST_CHOICES",
     "SCHEMA_VERSION",
     "ExportChoices",
     "ExportKind",

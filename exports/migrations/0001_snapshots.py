@@ -6,39 +6,115 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('annotations', '0007_promptreport'),
+        ("annotations", "0007_promptreport"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ExportSnapshot',
+            name="ExportSnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('sft', 'SFT: demonstrations'), ('preferences', 'Preferences: chosen / rejected pairs'), ('rankings', "Rankings: every trainer's order"), ('prompts', 'Prompts: the pool for PPO')], max_length=16)),
-                ('choices', models.JSONField(default=dict, help_text='Every choice, defaults included.')),
-                ('state', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('rows_expected', models.BigIntegerField(blank=True, null=True)),
-                ('rows_written', models.BigIntegerField(default=0)),
-                ('folder', models.CharField(blank=True, help_text="Storage path of the snapshot's folder, once done.", max_length=300)),
-                ('manifest', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, help_text='Last sign of life of the worker writing it.', null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='export_snapshots', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='export_snapshots', to='annotations.project')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("sft", "SFT: demonstrations"),
+                            ("preferences", "Preferences: chosen / rejected pairs"),
+                            ("rankings", "Rankings: every trainer's order"),
+                            ("prompts", "Prompts: the pool for PPO"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "choices",
+                    models.JSONField(default=dict, help_text="Every choice, defaults included."),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("rows_expected", models.BigIntegerField(blank=True, null=True)),
+                ("rows_written", models.BigIntegerField(default=0)),
+                (
+                    "folder",
+                    models.CharField(
+                        blank=True,
+                        help_text="Storage path of the snapshot's folder, once done.",
+                        max_length=300,
+                    ),
+                ),
+                ("manifest", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "heartbeat_at",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="Last sign of life of the worker writing it.",
+                        null=True,
+                    ),
+                ),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="export_snapshots",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="export_snapshots",
+                        to="annotations.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['project', '-created_at'], name='exports_exp_project_2e41f5_idx'), models.Index(fields=['state', 'heartbeat_at'], name='exports_exp_state_1bd208_idx')],
-                'constraints': [models.CheckConstraint(condition=models.Q(models.Q(('state', 'done'), _negated=True), ('manifest__isnull', False), _connector='OR'), name='export_done_has_manifest')],
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(
+                        fields=["project", "-created_at"], name="exports_exp_project_2e41f5_idx"
+                    ),
+                    models.Index(
+                        fields=["state", "heartbeat_at"], name="exports_exp_state_1bd208_idx"
+                    ),
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("state", "done"), _negated=True),
+                            ("manifest__isnull", False),
+                            _connector="OR",
+                        ),
+                        name="export_done_has_manifest",
+                    )
+                ],
             },
         ),
     ]

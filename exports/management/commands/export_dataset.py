@@ -13,7 +13,7 @@ from django.template.defaultfilters import filesizeformat
 
 from annotations.models import Project
 from exports.choice_docs import CHOICE_DOCS, CHOICE_NAMES, applies_note
-from exports.choices import ExportKind, PairsFrom, PairStrategy, Ties
+from exports.choices import LIST_CHOICES, ExportKind, PairsFrom, PairStrategy, Ties
 from exports.services import export_choices_clean, export_write
 
 FLOATS = ("min_agreement", "validation", "test")
@@ -27,14 +27,7 @@ FLAGS = (
     "gzip",
 )
 ENUMS = {"pairs_from": PairsFrom, "pair_strategy": PairStrategy, "ties": Ties}
-LISTS = (
-    "languages",
-    "model_versions",
-    "exclude_annotators",
-    "exclude_flags",
-    "sources",
-    "exclude_sources",
-)
+LISTS = LIST_CHOICES
 # What an earlier export left in a folder; --force replaces these and touches nothing else.
 DATASET_FILES = tuple(
     f"{split}{suffix}"

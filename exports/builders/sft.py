@@ -52,7 +52,10 @@ def _anchors(ctx: ExportContext):
     ).filter(date_filter("created_at", choices))
     if choices.languages:
         anchors = anchors.filter(lang__in=choices.languages)
-    return anchors
+    # A trainer's rewrite is stored as a demonstration; when a lead excludes the ranking it came
+    # with, the rewrite stays out too.
+    excluded_rewrites = Ranking.objects.filter(is_excluded=True, rewrite__isnull=False)
+    return anchors.exclude(pk__in=excluded_rewrites.values("rewrite_id"))
 
 
 def expected_rows(ctx: ExportContext) -> int:

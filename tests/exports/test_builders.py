@@ -592,6 +592,17 @@ def test_include_rewrites_adds_the_rewrite_over_each_candidate(project, people, 
         assert meta["group_id"] == the_set.pk and meta["chosen_model"] is None
     assert len(rows.rows["train"]) == 6
 
+    # The rewrite is also a demonstration, until a lead excludes the ranking it came with.
+    sft = export(project, "sft", tmp_path / "sft", **one_split()).rows["train"]
+    assert "A better reply" in [row["messages"][-1]["content"] for row in sft]
+    Ranking.objects.filter(pk=rewrite.rewrite_of.get().pk).update(is_excluded=True)
+    sft = export(project, "sft", tmp_path / "sft-excluded", **one_split()).rows["train"]
+    assert "A better reply" not in [row["messages"][-1]["content"] for row in sft]
+    preferences = export(
+        project, "preferences", tmp_path / "rw-excluded", **one_split(include_rewrites=True)
+    ).rows["train"]
+    assert "A better reply" not in str(preferences)
+
 
 # --- rankings -----------------------------------------------------------------------------------
 

@@ -9,16 +9,13 @@ import pytest
 from exports.models import ExportSnapshot
 from exports.services import export_build, export_request
 from labelling.importers import prompt_file_import
-
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-TREES = DATA / "oasst_en_100_trees.jsonl"
+from tests.shared_data import TREES, shared
 
 
 def import_trees(project) -> None:
     """The OA sample into `project`: conversations, model/human replies and ranking sets."""
-    if not TREES.is_file():
-        pytest.skip(f"shared sample data not found at {TREES.resolve()} (see shared/data/README)")
-    report = prompt_file_import(project=project, source=TREES.read_bytes(), filename="oasst.jsonl")
+    trees = shared(TREES)
+    report = prompt_file_import(project=project, source=trees.read_bytes(), filename="oasst.jsonl")
     assert report.ok, [str(problem) for problem in report.errors]
 
 

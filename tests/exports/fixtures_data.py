@@ -15,10 +15,13 @@ from annotations.services import conversation_start, message_add
 from exports.pseudonyms import Pseudonyms
 from exports.services import export_choices_clean, export_write
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
+from tests.shared_data import TREES
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-OASST_TREES = SHARED_DATA / "oasst_en_100_trees.jsonl"
-OASST_MISSING = f"the Open Assistant sample {OASST_TREES} is not there (it lives outside the repo)"
+OASST_TREES = TREES
+OASST_MISSING = (
+    f"the Open Assistant sample {OASST_TREES} is not there (it lives outside the repository, in "
+    "../shared/data or where PARLEY_SHARED_DATA points)"
+)
 
 NEXT = {"user": "assistant", "system": "user", "assistant": "user"}
 

@@ -3,7 +3,6 @@
 import json
 from io import StringIO
 from itertools import combinations
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -22,18 +21,9 @@ from annotations.selectors import prompt_pool
 from annotations.services import conversation_start
 from labelling import importers
 from labelling.importers import normalise, prompt_file_import
+from tests.shared_data import PROMPTS, TREES, shared
 
 pytestmark = pytest.mark.django_db
-
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-TREES = DATA / "oasst_en_100_trees.jsonl"
-PROMPTS = DATA / "oasst_prompts_en_250.jsonl"
-
-
-def shared(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"shared sample data not found at {path.resolve()} (see shared/data/README)")
-    return path
 
 
 def run(project, text: str | bytes, filename: str = "prompts.jsonl", **kwargs):

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotations.access import AccessDenied, can
 from annotations.models import Message, Project, PromptReport
+from annotations.text import text_problem
 
 # Reports in these states keep their prompt out of the pool.
 KEEPS_OUT = (PromptReport.State.OPEN, PromptReport.State.UPHELD)
@@ -93,6 +94,8 @@ def prompt_report_create(
         errors["reason"] = f"Unknown reason {reason!r}; use one of {choices}."
     if len(note) > NOTE_MAX_CHARS:
         errors["note"] = f"The note has {len(note)} characters; the limit is {NOTE_MAX_CHARS}."
+    elif why := text_problem(note):
+        errors["note"] = f"The note {why}."
     if not Message.objects.filter(pk=message.pk, conversation__project=project).exists():
         errors["message"] = "No such message in this project."
     if errors:

@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from annotations.models import Conversation, Message, ModelVersion, Project
+from annotations.text import check_storable_text
 
 # Which role may follow which: a dialogue alternates user and assistant after an optional
 # system prompt. The database cannot check this across rows, so every write goes through here.
@@ -25,6 +26,7 @@ def check_role_follows(*, parent_role: str | None, role: str) -> None:
 
 
 def check_text(*, project: Project, text: str, field: str = "text") -> str:
+    """A message's text: not blank, within the project's length, storable (see annotations.text)."""
     stripped = text.strip()
     if not stripped:
         raise ValidationError({field: "The text is empty."})
@@ -33,7 +35,7 @@ def check_text(*, project: Project, text: str, field: str = "text") -> str:
         raise ValidationError(
             {field: f"The text has {len(text)} characters; the limit is {limit}."}
         )
-    return text
+    return check_storable_text(text, field)
 
 
 @transaction.atomic

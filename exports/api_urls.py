@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from exports import apis
 
 urlpatterns = [
@@ -10,6 +11,6 @@ urlpatterns = [
         apis.ExportListCreateApi.as_view(),
         name="api-export-list",
     ),
-    path("exports/<int:pk>/", apis.ExportDetailApi.as_view(), name="api-export-detail"),
-    path("exports/<int:pk>/download", apis.ExportDownloadApi.as_view(), name="api-export-download"),
+    path("exports/<id:pk>/", apis.ExportDetailApi.as_view(), name="api-export-detail"),
+    path("exports/<id:pk>/download", apis.ExportDownloadApi.as_view(), name="api-export-download"),
 ]

@@ -1,5 +1,6 @@
 from django.urls import path
 
+import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from labelling import apis
 
 urlpatterns = [
@@ -7,8 +8,8 @@ urlpatterns = [
     path("projects/", apis.ProjectListApi.as_view(), name="api-projects"),
     path("projects/<slug:slug>/", apis.ProjectDetailApi.as_view(), name="api-project-detail"),
     path("projects/<slug:slug>/tasks/next", apis.TaskNextApi.as_view(), name="api-task-next"),
-    path("tasks/<int:task_id>/", apis.TaskDetailApi.as_view(), name="api-task-detail"),
-    path("tasks/<int:task_id>/autosave", apis.TaskAutosaveApi.as_view(), name="api-task-autosave"),
-    path("tasks/<int:task_id>/submit", apis.TaskSubmitApi.as_view(), name="api-task-submit"),
-    path("tasks/<int:task_id>/skip", apis.TaskSkipApi.as_view(), name="api-task-skip"),
+    path("tasks/<id:task_id>/", apis.TaskDetailApi.as_view(), name="api-task-detail"),
+    path("tasks/<id:task_id>/autosave", apis.TaskAutosaveApi.as_view(), name="api-task-autosave"),
+    path("tasks/<id:task_id>/submit", apis.TaskSubmitApi.as_view(), name="api-task-submit"),
+    path("tasks/<id:task_id>/skip", apis.TaskSkipApi.as_view(), name="api-task-skip"),
 ]

@@ -28,6 +28,7 @@ from django.utils import timezone
 from annotations.access import AccessDenied, can, projects_for_user
 from annotations.compiled import CompiledQuery
 from annotations.models import Project
+from annotations.text import check_storable_json, check_storable_text
 from labelling.models import Task, TaskSkip
 from labelling.services import RELEASE_FIELDS, task_release
 
@@ -263,6 +264,7 @@ def task_autosave(*, task_id: int, user: AbstractBaseUser, data: dict) -> Task:
     """Keep the trainer's work in progress on the server; it also renews the lease."""
     if not isinstance(data, dict):
         raise ValidationError({"data": "Autosaved data must be an object."})
+    check_storable_json(data, "data")
     size = len(json.dumps(data))
     if size > AUTOSAVE_MAX_BYTES:
         raise ValidationError(
@@ -286,6 +288,7 @@ def task_submit(*, task_id: int, user: AbstractBaseUser, data: dict) -> Task:
     _require_holder(task, user)
     if not isinstance(data, dict):
         raise ValidationError({"non_field_errors": "The submission must be an object."})
+    check_storable_json(data, "")
     result = task_kind(task.kind).submit(task=task, user=user, data=data)
     task.state = Task.State.DONE
     task.done_at = timezone.now()
@@ -300,7 +303,7 @@ def task_skip(*, task_id: int, user: AbstractBaseUser, reason: str = "", **extra
     """Give the task back to the pool; the user is not offered it again."""
     task = task_for_member(task_id=task_id, user=user, lock=True)
     _require_holder(task, user)
-    reason = (reason or "").strip()[:500]
+    reason = check_storable_text((reason or "").strip()[:500], "reason")
     handler = task_kind(task.kind)
     if handler.on_skip is not None:
         handler.on_skip(task=task, user=user, reason=reason, **extra)

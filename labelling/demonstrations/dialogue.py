@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from annotations.models import Message
 from annotations.selectors import thread_to
 from annotations.services import check_text
+from annotations.text import MAX_INT, MIN_INT
 from labelling.models import Task
 
 KIND = Task.Kind.DEMONSTRATION
@@ -93,7 +94,10 @@ def turns_allowed(task: Task) -> int:
 
 
 def _as_id(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """`value` if it is a whole number that fits an id column (64 bits), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and MIN_INT <= value <= MAX_INT:
+        return value
+    return None
 
 
 def state_from_autosave(autosave: dict | None) -> dict:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotations.models import Message, Project
+from annotations.text import json_problem, text_problem
 
 LANG_MAX = Message._meta.get_field("lang").max_length
 FIRST_LINE = re.compile(r"\s*(.*)")
@@ -183,28 +184,12 @@ def _kind(value) -> str:
 
 def _unstorable(text: str) -> str | None:
     """Why the database would refuse this string, if it would."""
-    if "\x00" in text:
-        return "contains a NUL character"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "contains an unpaired surrogate (a broken \\u escape)"
-    return None
+    return text_problem(text)
 
 
 def _storable(value) -> bool:
     """Whether a JSON value can go into a JSON column on every database we run on."""
-    if value is None or isinstance(value, bool | int):
-        return True
-    if isinstance(value, float):
-        return value == value and value not in (float("inf"), float("-inf"))
-    if isinstance(value, str):
-        return _unstorable(value) is None
-    if isinstance(value, list):
-        return all(_storable(item) for item in value)
-    if isinstance(value, dict):
-        return all(_unstorable(k) is None and _storable(v) for k, v in value.items())
-    return False
+    return json_problem(value, "") is None
 
 
 def _text_field(

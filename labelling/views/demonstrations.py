@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 from django.contrib import messages
@@ -14,9 +13,11 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
+import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from annotations.access import project_for_member
 from annotations.models import Conversation, GenerationRequest, Message, PromptReport
 from annotations.selectors import thread_to
+from annotations.text import parse_json
 from labelling import demonstrations as demo
 from labelling.assignment import (
     TaskConflict,
@@ -149,10 +150,7 @@ def demonstration_autosave(request: HttpRequest, task_id: int) -> JsonResponse:
     """The page's autosave (JSON in, JSON out); renews the lease."""
     _demonstration_task(request, task_id)
     try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        return JsonResponse({"non_field_errors": ["Send the work as JSON."]}, status=400)
-    try:
+        data = parse_json(request.body or b"{}", "data")
         task = demo.demonstration_autosave(task_id=task_id, user=request.user, data=data)
     except ValidationError as exc:
         return JsonResponse(_json_errors(exc), status=400)
@@ -171,12 +169,7 @@ def _posted_state(request: HttpRequest) -> dict | None:
     raw = request.POST.get("state")
     if not raw:
         return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise ValidationError(
-            {"state": "The page's work could not be read; reload the page."}
-        ) from None
+    return parse_json(raw, "state")
 
 
 @login_required
@@ -194,6 +187,12 @@ def demonstration_draft(request: HttpRequest, task_id: int) -> HttpResponse:
         state = _posted_state(request)
         if state is not None:
             saved = demo.demonstration_autosave(task_id=task_id, user=request.user, data=state)
+    except ValidationError as exc:
+        # The page always sends its work as it keeps it: this is a malformed request.
+        return render(request, DRAFT, {**context, "note": " ".join(_error_lines(exc))}, status=400)
+    except TaskConflict as exc:
+        return HttpResponse(exc.message, status=409, content_type="text/plain")
+    try:
         generation = demo.demonstration_draft_request(
             task_id=task_id, user=request.user, reuse=request.POST.get("mode") == "auto"
         )
@@ -273,18 +272,18 @@ def demonstration_skip(request: HttpRequest, task_id: int) -> HttpResponse:
 
 urlpatterns = [
     path("p/<slug:slug>/demonstrations/next", demonstration_next, name="demonstration-next"),
-    path("demonstrations/<int:task_id>/", demonstration_page, name="demonstration"),
+    path("demonstrations/<id:task_id>/", demonstration_page, name="demonstration"),
     path(
-        "demonstrations/<int:task_id>/autosave",
+        "demonstrations/<id:task_id>/autosave",
         demonstration_autosave,
         name="demonstration-autosave",
     ),
-    path("demonstrations/<int:task_id>/draft", demonstration_draft, name="demonstration-draft"),
+    path("demonstrations/<id:task_id>/draft", demonstration_draft, name="demonstration-draft"),
     path(
-        "demonstrations/<int:task_id>/draft/<int:pk>",
+        "demonstrations/<id:task_id>/draft/<id:pk>",
         demonstration_draft_status,
         name="demonstration-draft-status",
     ),
-    path("demonstrations/<int:task_id>/submit", demonstration_submit, name="demonstration-submit"),
-    path("demonstrations/<int:task_id>/skip", demonstration_skip, name="demonstration-skip"),
+    path("demonstrations/<id:task_id>/submit", demonstration_submit, name="demonstration-submit"),
+    path("demonstrations/<id:task_id>/skip", demonstration_skip, name="demonstration-skip"),
 ]

@@ -12,7 +12,9 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
+import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from annotations.access import project_for_member
+from annotations.text import parse_json
 from labelling.assignment import (
     TaskConflict,
     task_autosave,
@@ -37,6 +39,7 @@ FIELD_NAMES = {
     "all_bad": "All are bad",
     "rewrite": "Better reply",
     "time_spent_ms": "Time on task",
+    "reason": "Reason for skipping",
 }
 
 
@@ -64,8 +67,8 @@ def _posted_submission(request: HttpRequest) -> tuple[dict, dict[str, list[str]]
     """The form post as the service's submission body, plus errors in reading it."""
     errors: dict[str, list[str]] = {}
     try:
-        order = json.loads(request.POST.get("order") or "null")
-    except ValueError:
+        order = parse_json(request.POST.get("order") or "null", "order")
+    except ValidationError:
         order = None
         errors["order"] = ["The order could not be read; reload the page and try again."]
     flags = {
@@ -74,10 +77,12 @@ def _posted_submission(request: HttpRequest) -> tuple[dict, dict[str, list[str]]
         if key.startswith("flag-")
     }
     rewrite = request.POST.get("rewrite", "")
+    raw_time = request.POST.get("time_spent_ms", "").strip()
     try:
-        time_spent_ms = int(request.POST.get("time_spent_ms", ""))
-    except ValueError:
+        time_spent_ms = int(raw_time) if raw_time else None
+    except ValueError:  # e.g. 1e400: the page sends whole milliseconds
         time_spent_ms = None
+        errors["time_spent_ms"] = ["Time on task must be a whole number of milliseconds."]
     data = {
         "order": order,
         "flags": flags,
@@ -237,6 +242,12 @@ def rank_skip(request: HttpRequest, task_id: int) -> HttpResponse:
     task = _ranking_task(request, task_id)
     try:
         task_skip(task_id=task.pk, user=request.user, reason=request.POST.get("skip_reason", ""))
+    except ValidationError as exc:
+        mine = task.autosave.get("user") == request.user.pk
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+        return _render_page(
+            request, task, state=task.autosave if mine else {}, errors=errors, status=400
+        )
     except TaskConflict as exc:
         messages.error(request, exc.message)
         return redirect("project-detail", slug=task.project.slug)
@@ -250,12 +261,10 @@ def rank_autosave(request: HttpRequest, task_id: int) -> HttpResponse:
     """Keep the work in progress on the server (JSON body); it also renews the lease."""
     task = _ranking_task(request, task_id)
     try:
-        data = json.loads(request.body or b"{}")
+        data = parse_json(request.body or b"{}", "data")
         if isinstance(data, dict):
             data["user"] = request.user.pk  # whose work this is (see rank_task)
         task_autosave(task_id=task.pk, user=request.user, data=data)
-    except ValueError:
-        return JsonResponse({"detail": "Send a JSON object."}, status=400)
     except ValidationError as exc:
         return JsonResponse({"detail": " ".join(exc.messages)}, status=400)
     except TaskConflict as exc:
@@ -284,7 +293,7 @@ def comparison_new(request: HttpRequest, slug: str) -> HttpResponse:
 urlpatterns = [
     path("p/<slug:slug>/comparisons/new", comparison_new, name="comparison-new"),
     path("p/<slug:slug>/rank/", rank_next, name="rank-next"),
-    path("tasks/<int:task_id>/rank", rank_task, name="rank-task"),
-    path("tasks/<int:task_id>/rank/skip", rank_skip, name="rank-skip"),
-    path("tasks/<int:task_id>/rank/autosave", rank_autosave, name="rank-autosave"),
+    path("tasks/<id:task_id>/rank", rank_task, name="rank-task"),
+    path("tasks/<id:task_id>/rank/skip", rank_skip, name="rank-skip"),
+    path("tasks/<id:task_id>/rank/autosave", rank_autosave, name="rank-autosave"),
 ]

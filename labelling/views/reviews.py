@@ -9,6 +9,7 @@ from django.template import Template
 from django.urls import path
 from django.views.decorators.http import require_GET, require_POST
 
+import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from annotations.access import project_for_member
 from annotations.models import PromptReport
 from annotations.reports import (
@@ -72,7 +73,7 @@ def prompt_report_decision(request: HttpRequest, slug: str, pk: int) -> HttpResp
 urlpatterns = [
     path("p/<slug:slug>/reviews/", prompt_reviews, name="prompt-reviews"),
     path(
-        "p/<slug:slug>/reviews/<int:pk>/decide/",
+        "p/<slug:slug>/reviews/<id:pk>/decide/",
         prompt_report_decision,
         name="prompt-report-decide",
     ),

@@ -272,3 +272,13 @@ def test_the_schema_still_builds_with_the_export_endpoints(api_client_for, engin
     assert {"min_agreement", "pair_strategy", "length_balanced", "seed"} <= set(choices)
     download = schema["paths"]["/api/v1/exports/{id}/download"]["get"]
     assert "application/jsonl" in download["responses"]["200"]["content"]
+
+
+@pytest.mark.parametrize("pk", [2**63, 2**64, 10**40])
+def test_ids_beyond_64_bits_are_404(project, engineer, api_client_for, client, pk):
+    api = api_client_for(engineer)
+    assert api.get(f"/api/v1/exports/{pk}/").status_code == 404
+    assert api.get(f"/api/v1/exports/{pk}/download?split=train").status_code == 404
+    client.force_login(engineer)
+    assert client.get(f"/p/{project.slug}/exports/{pk}/").status_code == 404
+    assert client.get(f"/p/{project.slug}/exports/{pk}/download?split=train").status_code == 404

@@ -6,13 +6,14 @@ ids do not leak to outsiders.
 
 from collections.abc import Iterable
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
 from annotations.compiled import CompiledQuery
-from annotations.models import GenerationRequest, Membership, Project
+from annotations.models import GenerationRequest, Membership, ModelVersion, Project
 
 Role = Membership.Role
 
@@ -45,6 +46,38 @@ def projects_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Projec
     if user.is_superuser:
         return projects
     return projects.filter(memberships__user=user)
+
+
+def projects_led_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:
+    """Projects (active or not) the user leads; superusers lead every project."""
+    if not user.is_authenticated:
+        return Project.objects.none()
+    if user.is_superuser:
+        return Project.objects.all()
+    return Project.objects.filter(memberships__user=user, memberships__role=Role.LEAD)
+
+
+def members_of_projects_led_by(user: AbstractBaseUser | AnonymousUser) -> QuerySet:
+    """People with any role in a project the user leads (the user included); all for superusers."""
+    users = get_user_model().objects.all()
+    if user.is_authenticated and user.is_superuser:
+        return users
+    led = projects_led_by(user).values("pk")
+    return users.filter(pk__in=Membership.objects.filter(project__in=led).values("user_id"))
+
+
+def model_versions_used_by(projects: QuerySet[Project]) -> QuerySet[ModelVersion]:
+    """Model versions the projects draft with, sample candidates from, or asked to generate."""
+    ids = projects.values("pk")
+    return ModelVersion.objects.filter(
+        Q(pk__in=Project.objects.filter(pk__in=ids).values("draft_model_id"))
+        | Q(
+            pk__in=Project.candidate_models.through.objects.filter(project_id__in=ids).values(
+                "modelversion_id"
+            )
+        )
+        | Q(pk__in=GenerationRequest.objects.filter(project_id__in=ids).values("model_version_id"))
+    )
 
 
 def role_in_project(user: AbstractBaseUser | AnonymousUser, project: Project) -> str | None:
@@ -133,16 +166,22 @@ def generation_for_member(
 
     Members who may generate see every request of their project; other members see only their
     own (a trainer's drafts). With `capability`, members lacking it get AccessDenied.
+    A request of another project (or an inactive one) gets the very same 404 as an id that
+    does not exist, so ids do not tell outsiders what exists.
     """
+    not_found = Http404("No such generation request.")
     queryset = queryset if queryset is not None else GenerationRequest.objects.all()
     generation = queryset.select_related("project").filter(pk=pk).first()
     if generation is None:
-        raise Http404("No such generation request.")
-    project = project_for_member(user, generation.project.slug, capability=capability)
+        raise not_found
+    try:
+        project = project_for_member(user, generation.project.slug, capability=capability)
+    except Http404:
+        raise not_found from None
     if (
         capability is None
         and generation.requested_by_id != user.pk
         and not can(user, project, "generate")
     ):
-        raise Http404("No such generation request.")
+        raise not_found
     return generation

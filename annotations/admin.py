@@ -1,7 +1,19 @@
-"""Admin pages for the core data."""
+"""Admin pages for the core data, and the auth admins scoped to the projects a lead leads."""
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
+from rest_framework.authtoken.admin import TokenAdmin as DrfTokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
+from annotations.access import (
+    members_of_projects_led_by,
+    model_versions_used_by,
+    projects_led_by,
+)
+from annotations.admin_scoping import ProjectScopedAdmin, ScopedAdmin, ScopedInline
 from annotations.models import (
     Conversation,
     GenerationRequest,
@@ -16,15 +28,20 @@ from annotations.models import (
     RankingSet,
 )
 
+Related = admin.RelatedOnlyFieldListFilter  # filter choices from the visible rows only
 
-class MembershipInline(admin.TabularInline):
+
+class MembershipInline(ScopedInline):
     model = Membership
     extra = 1
     autocomplete_fields = ["user"]
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ProjectScopedAdmin):
+    project_path = "pk"
+    leads_may_add = False  # a new project would be one its creator does not lead
+
     list_display = [
         "name",
         "slug",
@@ -41,22 +58,32 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ProjectScopedAdmin):
     list_display = ["user", "project", "role", "created_at"]
-    list_filter = ["role", "project"]
+    list_filter = ["role", ("project", Related)]
     search_fields = ["user__username", "project__slug"]
     autocomplete_fields = ["user", "project"]
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ScopedAdmin):
+    """Leads see the versions their projects use and change only those no other project uses."""
+
     list_display = ["name", "kind", "source", "revision", "dtype", "parent", "created_at"]
     list_filter = ["kind", "dtype"]
     search_fields = ["name", "source"]
     autocomplete_fields = ["parent"]
+    leads_may_add = False  # a version no project uses yet is the engineers' (superusers') call
+
+    def scope(self, queryset, user):
+        return queryset.filter(pk__in=model_versions_used_by(projects_led_by(user)).values("pk"))
+
+    def may_change(self, user, obj):
+        others = Project.objects.exclude(pk__in=projects_led_by(user).values("pk"))
+        return not model_versions_used_by(others).filter(pk=obj.pk).exists()
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(ScopedInline):
     model = Message
     extra = 0
     fields = ["parent", "role", "depth", "text", "author_user", "author_model", "is_synthetic"]
@@ -65,16 +92,17 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(ProjectScopedAdmin):
     list_display = ["id", "project", "source", "created_by", "external_id", "created_at"]
-    list_filter = ["source", "project"]
+    list_filter = ["source", ("project", Related)]
     search_fields = ["external_id", "messages__text"]
     raw_id_fields = ["created_by"]
     inlines = [MessageInline]
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ProjectScopedAdmin):
+    project_path = "conversation__project"
     list_display = [
         "id",
         "conversation",
@@ -84,7 +112,7 @@ class MessageAdmin(admin.ModelAdmin):
         "author_model",
         "created_at",
     ]
-    list_filter = ["role", "is_synthetic", "conversation__project"]
+    list_filter = ["role", "is_synthetic", ("conversation__project", Related)]
     search_fields = ["text", "external_id"]
     raw_id_fields = [
         "conversation", "parent", "author_user", "author_model", "draft", "generation_request",
@@ -92,13 +120,13 @@ class MessageAdmin(admin.ModelAdmin):
     list_select_related = ["conversation", "author_user", "author_model"]
 
 
-class RankingCandidateInline(admin.TabularInline):
+class RankingCandidateInline(ScopedInline):
     model = RankingCandidate
     extra = 0
     raw_id_fields = ["message"]
 
 
-class RankingInline(admin.TabularInline):
+class RankingInline(ScopedInline):
     model = Ranking
     extra = 0
     fields = ["annotator", "order", "all_bad", "time_spent_ms", "is_excluded"]
@@ -106,58 +134,111 @@ class RankingInline(admin.TabularInline):
 
 
 @admin.register(RankingSet)
-class RankingSetAdmin(admin.ModelAdmin):
+class RankingSetAdmin(ProjectScopedAdmin):
     list_display = [
         "id", "project", "state", "rankings_needed", "agreement", "resamples", "created_at"
     ]  # fmt: skip
-    list_filter = ["state", "project"]
+    list_filter = ["state", ("project", Related)]
     raw_id_fields = ["context"]
     readonly_fields = ["resamples", "cancel_reason"]
     inlines = [RankingCandidateInline, RankingInline]
 
 
 @admin.register(Ranking)
-class RankingAdmin(admin.ModelAdmin):
+class RankingAdmin(ProjectScopedAdmin):
+    project_path = "ranking_set__project"
     list_display = ["id", "ranking_set", "annotator", "all_bad", "is_excluded", "created_at"]
-    list_filter = ["is_excluded", "all_bad", "ranking_set__project"]
+    list_filter = ["is_excluded", "all_bad", ("ranking_set__project", Related)]
     raw_id_fields = ["ranking_set", "annotator", "rewrite"]
     actions = ["exclude_from_exports", "include_in_exports"]
 
-    @admin.action(description="Exclude the selected rankings from exports")
+    @admin.action(description="Exclude the selected rankings from exports", permissions=["change"])
     def exclude_from_exports(self, request, queryset):
         queryset.update(is_excluded=True)
 
-    @admin.action(description="Include the selected rankings in exports")
+    @admin.action(description="Include the selected rankings in exports", permissions=["change"])
     def include_in_exports(self, request, queryset):
         queryset.update(is_excluded=False)
 
 
 @admin.register(Label)
-class LabelAdmin(admin.ModelAdmin):
+class LabelAdmin(ProjectScopedAdmin):
+    project_path = "message__conversation__project"
     list_display = ["id", "message", "name", "value", "annotator", "created_at"]
     list_filter = ["name"]
     raw_id_fields = ["message", "annotator"]
 
 
 @admin.register(GenerationRequest)
-class GenerationRequestAdmin(admin.ModelAdmin):
+class GenerationRequestAdmin(ProjectScopedAdmin):
     list_display = [
         "id", "project", "purpose", "model_version", "n", "state", "attempts", "queued_at",
         "finished_at",
     ]  # fmt: skip
-    list_filter = ["state", "purpose", "project", "model_version"]
+    list_filter = ["state", "purpose", ("project", Related), ("model_version", Related)]
     search_fields = ["error"]
     raw_id_fields = ["context", "requested_by"]
     readonly_fields = ["queued_at", "started_at", "finished_at", "error", "worker"]
 
 
 @admin.register(PromptReport)
-class PromptReportAdmin(admin.ModelAdmin):
+class PromptReportAdmin(ProjectScopedAdmin):
     list_display = ["id", "project", "message", "reason", "state", "reporter", "created_at"]
-    list_filter = ["state", "reason", "project"]
+    list_filter = ["state", "reason", ("project", Related)]
     search_fields = ["note", "message__text"]
     raw_id_fields = ["message", "reporter", "decided_by"]
     list_select_related = ["project", "reporter"]
     # Leads decide through the review queue, which settles every open report on the prompt at
     # once; the admin shows the decision but does not make it.
     readonly_fields = ["state", "decided_by", "decided_at"]
+
+
+# The auth admins, replaced so a lead (staff, possibly granted auth permissions) reaches only the
+# people of the projects they lead and can never raise anyone's standing, their own included.
+
+User = get_user_model()
+admin.site.unregister(User)
+admin.site.unregister(Group)
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(User)
+class UserAdmin(ScopedAdmin, DjangoUserAdmin):
+    leads_may_add = False  # a new account belongs to no project the lead leads
+    elevating_fields = ["is_superuser", "is_staff", "groups", "user_permissions"]
+
+    def scope(self, queryset, user):
+        return queryset.filter(pk__in=members_of_projects_led_by(user).values("pk"))
+
+    def may_change(self, user, obj):
+        # Taking over a staff account, or one with a role in a project the lead does not lead,
+        # would reach beyond the lead's projects; this covers the lead's own account too.
+        if obj.is_staff or obj.is_superuser:
+            return False
+        return not obj.memberships.exclude(project__in=projects_led_by(user)).exists()
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            readonly += [name for name in self.elevating_fields if name not in readonly]
+        return readonly
+
+
+@admin.register(Group)
+class GroupAdmin(ScopedAdmin, DjangoGroupAdmin):
+    """Groups carry permissions across every project: superusers only."""
+
+    leads_may_add = False
+
+    def scope(self, queryset, user):
+        return queryset.none()
+
+
+@admin.register(TokenProxy)
+class TokenAdmin(ScopedAdmin, DrfTokenAdmin):
+    """An API token is its owner's password: superusers only."""
+
+    leads_may_add = False
+
+    def scope(self, queryset, user):
+        return queryset.none()

@@ -17,7 +17,7 @@ from trainer_bridge.generation import (
     generation_request_from_messages,
     generation_request_retry,
 )
-from trainer_bridge.selectors import queue_position, request_outputs
+from trainer_bridge.selectors import project_policy_models, queue_position, request_outputs
 from trainer_bridge.views import generation_for_member
 
 TAGS = ["generations"]
@@ -116,10 +116,15 @@ class GenerationCreateApi(APIView):
 
         model_version = serializers.SlugRelatedField(
             slug_field="name",
-            queryset=ModelVersion.objects.all(),
+            queryset=ModelVersion.objects.none(),  # the project's models: see __init__
             required=False,
-            help_text="A ModelVersion name; defaults to the project's draft model for drafts, "
-            "else its first candidate model.",
+            help_text="The name of one of the project's models (its draft model or a candidate "
+            "model); defaults to the draft model for drafts, else the first candidate model.",
+            # One answer whether the name is unknown or another project's: no existence oracle.
+            error_messages={
+                "does_not_exist": "{value} is not a model of this project.",
+                "invalid": "Give a model name.",
+            },
         )
         purpose = serializers.ChoiceField(
             choices=GenerationRequest.Purpose.choices, default=GenerationRequest.Purpose.CANDIDATES
@@ -133,6 +138,11 @@ class GenerationCreateApi(APIView):
 
         class Meta:
             ref_name = "GenerationCreateInput"
+
+        def __init__(self, *args, project: Project | None = None, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            if project is not None:
+                self.fields["model_version"].queryset = project_policy_models(project)
 
         def validate_messages(self, messages: list[dict]) -> list[dict]:
             if not messages:
@@ -158,7 +168,7 @@ class GenerationCreateApi(APIView):
     )
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_member(request.user, slug, capability="generate")
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.InputSerializer(data=request.data, project=project)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         model_version = data.get("model_version") or default_model_version(

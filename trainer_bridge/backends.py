@@ -160,12 +160,16 @@ class LoadedGenerator:
     def generate(self, rows: list[Row], *, faults: dict | None = None) -> list[Sample]:
         """A sample per row, in order, from one padded batch whatever the rows' settings.
 
-        `faults` (from settings, for tests and drills) can slow a batch down or make batches
-        above a size fail as if the GPU ran out of memory.
+        `faults` (from settings, for tests and drills) can slow a batch down, make batches
+        above a size fail as if the GPU ran out of memory, or make any batch holding a row with
+        top_k above a limit raise, as a request the sampler cannot take would.
         """
         faults = faults or {}
         if faults.get("sleep_seconds"):
             time.sleep(float(faults["sleep_seconds"]))
+        top_k_limit = faults.get("fail_when_top_k_above")
+        if top_k_limit is not None and any(r.sampling.top_k > int(top_k_limit) for r in rows):
+            raise OverflowError(f"injected: a row's top_k is above {top_k_limit}")
         limit = faults.get("oom_above_rows")
         if limit is not None and len(rows) > int(limit):
             raise GenerationOutOfMemory(

@@ -26,14 +26,21 @@ from trainer_bridge.selectors import messages_by_request
 
 State = GenerationRequest.State
 
-# Sampling parameters a request may carry, with the checks each must pass.
-PARAM_RULES: dict[str, tuple[type, Callable[[float], bool], str]] = {
-    "temperature": (float, lambda v: 0 <= v <= 5, "between 0 and 5"),
-    "top_p": (float, lambda v: 0 < v <= 1, "greater than 0 and at most 1"),
-    "top_k": (int, lambda v: v >= 0, "0 or more"),
-    "max_new_tokens": (int, lambda v: 1 <= v <= generation_settings()["MAX_NEW_TOKENS"], ""),
-    "repetition_penalty": (float, lambda v: 0 < v <= 10, "greater than 0 and at most 10"),
-    "seed": (int, lambda v: 0 <= v < 2**32, "between 0 and 2**32 - 1"),
+# Sampling parameters a request may carry: the type each must have, its range, and that range
+# in words. Every bound is finite and small enough for the sampler's tensors (64-bit ints): a
+# value that passes here can never overflow in a worker and take its batch-mates down with it.
+TOP_K_MAX = 1_000_000  # above any vocabulary; 0 means no top-k cut
+PARAM_RULES: dict[str, tuple[type, Callable[[float], bool], Callable[[], str]]] = {
+    "temperature": (float, lambda v: 0 <= v <= 5, lambda: "between 0 and 5"),
+    "top_p": (float, lambda v: 0 < v <= 1, lambda: "greater than 0 and at most 1"),
+    "top_k": (int, lambda v: 0 <= v <= TOP_K_MAX, lambda: f"between 0 and {TOP_K_MAX}"),
+    "max_new_tokens": (
+        int,
+        lambda v: 1 <= v <= generation_settings()["MAX_NEW_TOKENS"],
+        lambda: f"between 1 and {generation_settings()['MAX_NEW_TOKENS']}",
+    ),
+    "repetition_penalty": (float, lambda v: 0 < v <= 10, lambda: "greater than 0 and at most 10"),
+    "seed": (int, lambda v: 0 <= v < 2**32, lambda: "between 0 and 2**32 - 1"),
 }
 
 
@@ -41,34 +48,53 @@ def generation_settings() -> dict:
     return settings.PARLEY["GENERATION"]
 
 
-def sampling_params_clean(*, project: Project, params: dict | None) -> dict:
-    """The project's sampling defaults overlaid with `params`, each checked; errors name the key."""
-    if params is not None and not isinstance(params, dict):
+def sampling_params_check(params: dict) -> dict:
+    """`params` with each value checked against PARAM_RULES and typed; errors name the key.
+
+    Used on the way in (with the project's defaults merged) and again by the worker on what it
+    reads back, so a request stored before a rule existed fails alone instead of its batch.
+    """
+    if not isinstance(params, dict):
         raise ValidationError({"params": "Sampling parameters must be an object."})
-    merged = {**(project.sampling or {}), **(params or {})}
     cleaned: dict = {}
     errors: dict[str, str] = {}
-    for key, value in merged.items():
+    for key, value in params.items():
+        field = f"params.{key}"
         rule = PARAM_RULES.get(key)
         if rule is None:
-            errors[f"params.{key}"] = f"Unknown sampling parameter; use {', '.join(PARAM_RULES)}."
+            errors[field] = f"Unknown sampling parameter; use {', '.join(PARAM_RULES)}."
             continue
         kind, check, meaning = rule
+        # bool is an int to Python, never a sampling value.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            errors[f"params.{key}"] = f"Must be a number, not {value!r}."
+            errors[field] = f"Must be a number, not {value!r}."
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            errors[field] = f"Must be a finite number, not {value}."
             continue
         if kind is int and value != int(value):
-            errors[f"params.{key}"] = "Must be a whole number."
+            errors[field] = "Must be a whole number."
             continue
-        value = kind(value)
-        if (isinstance(value, float) and not math.isfinite(value)) or not check(value):
-            if key == "max_new_tokens":
-                meaning = f"between 1 and {generation_settings()['MAX_NEW_TOKENS']}"
-            errors[f"params.{key}"] = f"{value} is out of range; must be {meaning}."
+        try:
+            value = kind(value)
+        except OverflowError:  # an int too large for a float
+            valid = False
+        else:
+            valid = check(value)
+        if not valid:
+            errors[field] = f"{value} is out of range; must be {meaning()}."
             continue
         cleaned[key] = value
     if errors:
         raise ValidationError(errors)
+    return cleaned
+
+
+def sampling_params_clean(*, project: Project, params: dict | None) -> dict:
+    """The project's sampling defaults overlaid with `params`, each checked; errors name the key."""
+    if params is not None and not isinstance(params, dict):
+        raise ValidationError({"params": "Sampling parameters must be an object."})
+    cleaned = sampling_params_check({**(project.sampling or {}), **(params or {})})
     cleaned.setdefault("max_new_tokens", 256)
     cleaned.setdefault("temperature", 1.0)
     return cleaned
@@ -223,7 +249,7 @@ def generation_batch_claim(
         .order_by("queued_at", "id")[: max_requests - 1]
     )
     threads = messages_by_request(candidates)
-    prompts = encode([threads[request.pk] for request in candidates])
+    prompts = _encode_each_if_needed(encode, [threads[request.pk] for request in candidates])
     now = timezone.now()
     claimed: list[ClaimedRequest] = []
     spent = 0
@@ -252,6 +278,26 @@ def generation_batch_claim(
         error="",
     )
     return claimed
+
+
+def _encode_each_if_needed(
+    encode: Callable[[list[list[dict]]], list[tuple[int, ...]]], conversations: list[list[dict]]
+) -> list[tuple[int, ...]]:
+    """All prompts in one call; if that fails, one by one, leaving () for those that fail.
+
+    A conversation the tokenizer refuses must not stop the others from being claimed: the
+    worker encodes an empty prompt again and fails that request alone with the reason.
+    """
+    try:
+        return encode(conversations)
+    except Exception:
+        prompts: list[tuple[int, ...]] = []
+        for conversation in conversations:
+            try:
+                prompts.extend(encode([conversation]))
+            except Exception:
+                prompts.append(())
+        return prompts
 
 
 @transaction.atomic

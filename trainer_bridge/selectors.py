@@ -3,11 +3,19 @@ its outputs."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from annotations.models import GenerationRequest, Message
+from annotations.models import GenerationRequest, Message, ModelVersion, Project
 
 State = GenerationRequest.State
+
+
+def project_policy_models(project: Project) -> QuerySet[ModelVersion]:
+    """The models a project may generate with: its draft model and its candidate models."""
+    return ModelVersion.objects.filter(
+        Q(draft_projects=project) | Q(candidate_projects=project),
+        kind=ModelVersion.Kind.POLICY,
+    ).distinct()
 
 
 def request_messages(request: GenerationRequest) -> list[dict]:

@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -19,7 +19,7 @@ from trainer_bridge.generation import (
     generation_request_from_messages,
     generation_request_retry,
 )
-from trainer_bridge.selectors import queue_position
+from trainer_bridge.selectors import project_policy_models, queue_position
 
 STATUS_TEMPLATE = "trainer_bridge/partials/_generation_status.html"
 RECENT_LIMIT = 20
@@ -37,13 +37,6 @@ def generation_for_member(
 
 def _ordered_outputs() -> Prefetch:
     return Prefetch("outputs", queryset=Message.objects.order_by("output_index"))
-
-
-def project_policy_models(project: Project) -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.filter(
-        Q(draft_projects=project) | Q(candidate_projects=project),
-        kind=ModelVersion.Kind.POLICY,
-    ).distinct()
 
 
 class GenerationForm(forms.Form):

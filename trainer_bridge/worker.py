@@ -1,9 +1,11 @@
 """What a gpu worker does with one message: claim a batch, sample it, store or fail each request.
 
 A batch is every queued request for the same model that fits the token budget, whatever their
-sampling settings. When the device runs out of memory the batch is split in halves and each half
-retried; a single request that still does not fit fails with the reason. The batch's results are
-stored in one transaction.
+sampling settings. When the device runs out of memory, or sampling raises any other error, the
+batch is split in halves and each half retried; a single request that still fails fails alone
+with the reason, and the rest of the batch is stored. One bad request never takes its batch-mates
+(other projects' requests included) down with it. The batch's results are stored in one
+transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import os
 import socket
 from dataclasses import dataclass
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from annotations.models import GenerationRequest
 from trainer_bridge.backends import (
@@ -30,6 +34,7 @@ from trainer_bridge.generation import (
     generation_batch_claim,
     generation_request_fail,
     generation_results_store_batch,
+    sampling_params_check,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,7 +56,21 @@ def worker_name() -> str:
 
 def request_cost(item: ClaimedRequest) -> int:
     """Tokens a request occupies in a batch: (prompt + new tokens) for each of its n samples."""
-    return item.n * (len(item.prompt_ids) + int(item.params.get("max_new_tokens", 256)))
+    params = item.params if isinstance(item.params, dict) else {}
+    try:
+        new_tokens = int(params.get("max_new_tokens", 256))
+    except (TypeError, ValueError, OverflowError):
+        new_tokens = 0  # not a number: the worker fails it before sampling, at no cost
+    new_tokens = max(0, min(new_tokens, settings.PARLEY["GENERATION"]["MAX_NEW_TOKENS"]))
+    return item.n * (len(item.prompt_ids) + new_tokens)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What a request that failed alone tells its requester: the exception's type and message."""
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        detail = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+        return f"Invalid request: {detail}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def process_generation(request_id: int) -> BatchReport:
@@ -82,11 +101,20 @@ def run_batch(
     report = BatchReport(requests=len(claimed))
     if not claimed:
         return report
+    samples: dict[int, list[Sample]] = {item.id: [] for item in claimed}
+    failures: dict[int, str] = {}
     # Rows of any sampling settings share one batch: the backend samples each row its own way.
     rows: list[tuple[ClaimedRequest, Row]] = []
     for item in claimed:
-        ids = item.prompt_ids or generator.encode_chat(item.messages)
-        sampling = SamplingParams.from_request(item.params)
+        try:
+            # Checked again: a request stored before today's rules may hold anything.
+            sampling = SamplingParams.from_request(sampling_params_check(item.params))
+            ids = item.prompt_ids or generator.encode_chat(item.messages)
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:
+            failures[item.id] = failure_reason(exc)
+            continue
         rows.extend(
             (item, Row(prompt_ids=ids, sampling=sampling, sample_index=index))
             for index in range(item.n)
@@ -94,21 +122,38 @@ def run_batch(
     prompt_tokens = {item.id: len(row.prompt_ids) for item, row in rows}
     report.rows = len(rows)
 
-    samples: dict[int, list[Sample]] = {item.id: [] for item in claimed}
-    failures: dict[int, str] = {}
-
     def run(chunk: list[tuple[ClaimedRequest, Row]]) -> None:
+        # Rows of a request that already failed elsewhere in the batch are not worth sampling.
+        chunk = [pair for pair in chunk if pair[0].id not in failures]
+        if not chunk:
+            return
         try:
             outputs = generator.generate([row for _, row in chunk], faults=faults)
-        except GenerationOutOfMemory as exc:
-            if len(chunk) == 1:
-                failures[chunk[0][0].id] = f"Out of memory even for a single sample: {exc}"
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception as exc:
+            # Out of memory: a smaller batch may fit. Anything else: one request may be at
+            # fault, so halve until it is alone and fail only it.
+            out_of_memory = isinstance(exc, GenerationOutOfMemory)
+            # Fewer rows may fit in memory; but one request's rows share one prompt and one way
+            # of sampling, so for other errors a chunk of a single request has nothing to split.
+            alone = len(chunk) == 1 or (
+                not out_of_memory and len({item.id for item, _ in chunk}) == 1
+            )
+            if alone:
+                failures[chunk[0][0].id] = (
+                    f"Out of memory even for a single sample: {exc}"
+                    if out_of_memory
+                    else failure_reason(exc)
+                )
                 return
             report.splits += 1
             half = len(chunk) // 2
             logger.warning(
-                "Out of memory on %d rows; retrying as %d + %d", len(chunk), half, len(chunk) - half
-            )
+                "%s on %d rows; retrying as %d + %d",
+                "Out of memory" if out_of_memory else failure_reason(exc),
+                len(chunk), half, len(chunk) - half,
+            )  # fmt: skip
             run(chunk[:half])
             run(chunk[half:])
             return

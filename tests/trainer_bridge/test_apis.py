@@ -230,3 +230,73 @@ def test_schema_documents_the_generation_endpoints(api_client_for, engineer):
     assert "post" in schema["paths"]["/api/v1/projects/{slug}/generations/"]
     assert "get" in schema["paths"]["/api/v1/generations/{id}/"]
     assert "409" in schema["paths"]["/api/v1/generations/{id}/retry"]["post"]["responses"]
+
+
+@pytest.mark.parametrize(
+    ("raw_params", "field"),
+    [
+        ('{"top_k": 9223372036854775808}', "params.top_k"),  # 2**63 was accepted, then overflowed
+        ('{"top_k": 1e400}', "params.top_k"),  # inf once made the API answer 500
+        ('{"top_k": 2.5}', "params.top_k"),
+        ('{"top_k": true}', "params.top_k"),
+        ('{"temperature": 1' + "0" * 400 + "}", "params.temperature"),  # too big for a float
+        ('{"temperature": 5.5}', "params.temperature"),
+        ('{"top_p": 1.5}', "params.top_p"),
+        ('{"max_new_tokens": 0}', "params.max_new_tokens"),
+        ('{"max_new_tokens": true}', "params.max_new_tokens"),
+        ('{"repetition_penalty": 11}', "params.repetition_penalty"),
+        ('{"seed": -1}', "params.seed"),
+        ('{"seed": "7"}', "params.seed"),
+    ],
+)
+def test_sampling_values_out_of_bounds_get_a_400_naming_the_field(
+    api_client_for, engineer, models, raw_params, field
+):
+    body = '{"messages": [{"role": "user", "content": "Hi"}], "params": ' + raw_params + "}"
+    response = api_client_for(engineer).post(CREATE_URL, body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [field], response.json()
+    assert not GenerationRequest.objects.exists()
+
+
+@pytest.mark.parametrize("n", ["9223372036854775808", "true", "1e400", "0", "2.5"])
+def test_n_must_be_a_whole_number_the_project_allows(api_client_for, engineer, models, n):
+    body = '{"messages": [{"role": "user", "content": "Hi"}], "n": ' + n + "}"
+    response = api_client_for(engineer).post(CREATE_URL, body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["n"], response.json()
+    assert not GenerationRequest.objects.exists()
+
+
+def test_a_project_generates_only_with_its_own_models(api_client_for, engineer, project, models):
+    other = ProjectFactory()
+    other.candidate_models.add(ModelVersionFactory(name="other-v1"))
+    ModelVersionFactory(name="unassigned-v1")
+    client = api_client_for(engineer)
+
+    def create(name):
+        payload = {"model_version": name, "messages": [{"role": "user", "content": "Hi"}]}
+        return client.post(CREATE_URL, payload, format="json")
+
+    # Another project's model, a registered one nobody was given, and a made-up name all get
+    # the same answer: the API does not say which names exist.
+    for name in ("other-v1", "unassigned-v1", "no-such-model"):
+        response = create(name)
+        assert response.status_code == 400, response.json()
+        assert response.json() == {"model_version": [f"{name} is not a model of this project."]}
+    assert not GenerationRequest.objects.exists()
+    assert create("draft-v1").status_code == 201 and create("candidate-v1").status_code == 201
+
+
+def test_another_projects_generation_is_the_same_404_as_a_missing_one(
+    api_client_for, engineer, models
+):
+    other = ProjectFactory()
+    elsewhere = _queued(other, None, model_version=ModelVersionFactory())
+    missing = elsewhere.pk + 1000
+    client = api_client_for(engineer)
+    for method, suffix in (("get", "/"), ("post", "/retry")):
+        theirs = getattr(client, method)(f"/api/v1/generations/{elsewhere.pk}{suffix}")
+        nothing = getattr(client, method)(f"/api/v1/generations/{missing}{suffix}")
+        assert theirs.status_code == nothing.status_code == 404
+        assert theirs.json() == nothing.json() == {"detail": "No such generation request."}

@@ -274,3 +274,101 @@ def test_context_must_end_with_a_user_turn_of_the_project(project, policy_versio
         generation_request_create(
             project=ProjectFactory(), context=root, model_version=policy_version, purpose="draft"
         )
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"top_k": 2**63}, "params.top_k"),
+        ({"top_k": 1_000_001}, "params.top_k"),
+        ({"top_k": True}, "params.top_k"),
+        ({"top_k": float("inf")}, "params.top_k"),
+        ({"top_k": float("nan")}, "params.top_k"),
+        ({"temperature": 10**400}, "params.temperature"),
+        ({"temperature": float("inf")}, "params.temperature"),
+        ({"repetition_penalty": 0}, "params.repetition_penalty"),
+        ({"seed": 2**32}, "params.seed"),
+        ({"seed": False}, "params.seed"),
+        ({"max_new_tokens": 2**63}, "params.max_new_tokens"),
+    ],
+)
+def test_sampling_values_are_bounded_finite_numbers(project, policy_version, params, field):
+    with pytest.raises(ValidationError) as excinfo:
+        generation_request_create(
+            project=project,
+            context=_context(project),
+            model_version=policy_version,
+            purpose="draft",
+            params=params,
+        )
+    assert list(excinfo.value.message_dict) == [field]
+    assert not GenerationRequest.objects.exists()
+
+
+def test_a_request_that_makes_sampling_raise_fails_alone(project, policy_version):
+    # The bad request is another project's, batched with ours because the model is the same.
+    bad = _request(ProjectFactory(max_generations_per_request=8), policy_version, top_k=50)
+    good = [_request(project, policy_version, text=f"Question {i}?") for i in range(4)]
+    with generation_settings(FAULTS={"fail_when_top_k_above": 40}):
+        report = process_generation(good[0].pk)
+
+    assert report.requests == 5 and report.done == 4 and report.failed == 1
+    assert report.splits >= 1
+    bad.refresh_from_db()
+    assert bad.state == "failed" and not bad.outputs.exists()
+    assert bad.error == "OverflowError: injected: a row's top_k is above 40"
+    for request in good:
+        request.refresh_from_db()
+        assert request.state == "done" and request.error == ""
+        assert request.outputs.count() == 2
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"top_k": 2**63},  # the request that took its batch down, stored before the bounds
+        {"max_new_tokens": "many"},
+        {"temperature": True},
+        {"beams": 3},
+    ],
+)
+def test_a_stored_request_with_bad_params_fails_alone(project, policy_version, stored):
+    # Older than the others, so it is in the batch whichever message a worker takes.
+    bad = _request(project, policy_version, text="Bad?")
+    good = [_request(project, policy_version, text=f"Question {i}?") for i in range(3)]
+    GenerationRequest.objects.filter(pk=bad.pk).update(params={**bad.params, **stored})
+
+    report = process_generation(good[1].pk)
+
+    assert report.requests == 4 and report.done == 3 and report.failed == 1
+    bad.refresh_from_db()
+    assert bad.state == "failed" and not bad.outputs.exists()
+    assert f"params.{next(iter(stored))}" in bad.error
+    assert all(
+        r.state == "done" for r in GenerationRequest.objects.filter(pk__in=[r.pk for r in good])
+    )
+    assert Message.objects.filter(generation_request__in=[r.pk for r in good]).count() == 6
+
+
+def test_a_context_the_tokenizer_refuses_fails_alone(project, policy_version, mocker):
+    from trainer_bridge.backends import LoadedGenerator
+
+    encode = LoadedGenerator.encode_chats
+
+    def picky(self, conversations):
+        if any(m["content"] == "Bad?" for c in conversations for m in c):
+            raise ValueError("Unknown role in the chat template")
+        return encode(self, conversations)
+
+    mocker.patch.object(LoadedGenerator, "encode_chats", picky)
+    bad = _request(project, policy_version, text="Bad?")
+    good = [_request(project, policy_version, text=f"Question {i}?") for i in range(2)]
+
+    report = process_generation(good[0].pk)
+
+    assert report.requests == 3 and report.done == 2 and report.failed == 1
+    bad.refresh_from_db()
+    assert bad.state == "failed" and bad.error == "ValueError: Unknown role in the chat template"
+    assert all(
+        r.state == "done" for r in GenerationRequest.objects.filter(pk__in=[g.pk for g in good])
+    )

@@ -4,6 +4,7 @@
 database and kombu's SQLAlchemy transport over a SQLite file for the Celery broker.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
     "annotations",
     "labelling",
     "exports",
@@ -54,6 +56,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
+    # Content-Security-Policy and Permissions-Policy when settings name them (production does).
+    "config.middleware.SecurityHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -93,6 +99,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out username+IP before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Login lockout (django-axes): this many failed logins for one username from one IP lock that
+# pair out for the cool-off; a successful login resets the count. API tokens are not affected.
+AXES_ENABLED = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -116,6 +136,15 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie.
 X_FRAME_OPTIONS = "DENY"
+# Header values of config.middleware.SecurityHeadersMiddleware; empty sends no header.
+# production.py sets both.
+CONTENT_SECURITY_POLICY = env.str("CONTENT_SECURITY_POLICY", default="")
+PERMISSIONS_POLICY = env.str("PERMISSIONS_POLICY", default="")
+
+# The API throttles count requests in this cache. The default (local memory) counts per
+# process; production should point CACHE_URL at a cache every process shares
+# (e.g. redis://host:6379/1) so that a limit holds across processes and machines.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -127,7 +156,15 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "DEFAULT_THROTTLE_RATES": {"user": env.str("API_THROTTLE_USER", default="2000/min")},
+    # Requests per user (by token or session) and per IP for anonymous callers.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("API_THROTTLE_USER", default="2000/min"),
+        "anon": env.str("API_THROTTLE_ANON", default="60/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Parley API",

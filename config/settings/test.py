@@ -1,7 +1,7 @@
 """Tests: the database and broker from the environment (CI: PostgreSQL and Redis), fast hashing."""
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import DATABASES, VAR_DIR, env
+from config.settings.base import DATABASES, REST_FRAMEWORK, VAR_DIR, env
 
 DEBUG = False
 SECRET_KEY = "test-only-key"  # noqa: S105
@@ -27,3 +27,10 @@ if env.bool("PARLEY_WORKER_USES_TEST_DB", default=False):
 STATIC_ROOT = VAR_DIR / "test-static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
+
+# The suite makes many API requests as the same few users (and ids repeat between tests) in one
+# process: rates no test reaches by accident. tests/config/test_abuse_limits.py lowers them.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {"user": "1000000/min", "anon": "1000000/min"}
+# Login lockout off by default (tests log in with wrong passwords on purpose); the lockout test
+# turns it on.
+AXES_ENABLED = False

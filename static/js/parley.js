@@ -69,4 +69,13 @@
   document.addEventListener("htmx:sendError", function () {
     showError(0, "");
   });
+
+  // A read-only field to copy from (an API token) selects its whole value on focus. Here rather
+  // than in an inline onfocus= handler, which the Content-Security-Policy would block.
+  document.addEventListener("focusin", function (event) {
+    var field = event.target;
+    if (field instanceof HTMLInputElement && field.hasAttribute("data-select-on-focus")) {
+      field.select();
+    }
+  });
 })();

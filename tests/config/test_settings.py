@@ -1,5 +1,6 @@
 """Production settings refuse to start without their secrets; Celery routes work to its queues."""
 
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,39 @@ def test_check_deploy_passes_with_everything_set():
     result = _manage("check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def test_production_sends_security_headers_and_serves_json_only():
+    script = (
+        "import json; from django.conf import settings as s; from django.test import Client; "
+        "r = Client().get('/api/v1/me/', secure=True, HTTP_ACCEPT='text/html'); "
+        "print(json.dumps({'csp': r.headers.get('Content-Security-Policy'), "
+        "'type': r.headers['Content-Type'], "
+        "'pp': r.headers.get('Permissions-Policy'), "
+        "'renderers': s.REST_FRAMEWORK['DEFAULT_RENDERER_CLASSES'], "
+        "'throttles': s.REST_FRAMEWORK['DEFAULT_THROTTLE_CLASSES'], "
+        "'axes': [s.AXES_ENABLED, s.AXES_FAILURE_LIMIT, s.AUTHENTICATION_BACKENDS[0]]}))"
+    )
+    # An anonymous API request touches no database; a browser asking for HTML still gets JSON.
+    result = _manage("shell", "-c", script, ALLOWED_HOSTS="testserver")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    csp = dict(part.strip().split(" ", 1) for part in values["csp"].split(";"))
+    assert csp["default-src"] == "'self'" and csp["script-src"] == "'self'"
+    assert csp["object-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+    assert csp["base-uri"] == csp["form-action"] == "'self'"
+    assert csp["img-src"] == "'self' data:"
+    for feature in ("camera", "microphone", "geolocation"):
+        assert f"{feature}=()" in values["pp"]
+    assert values["renderers"] == ["rest_framework.renderers.JSONRenderer"]
+    assert values["type"] == "application/json"
+    assert "rest_framework.throttling.UserRateThrottle" in values["throttles"]
+    assert values["axes"] == [True, 10, "axes.backends.AxesStandaloneBackend"]
+
+
+def test_base_settings_send_no_csp_and_keep_the_browsable_api():
+    assert settings.CONTENT_SECURITY_POLICY == "" and settings.PERMISSIONS_POLICY == ""
+    assert "DEFAULT_RENDERER_CLASSES" not in settings.REST_FRAMEWORK
 
 
 def test_queues_and_routes():

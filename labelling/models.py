@@ -54,6 +54,15 @@ class Task(models.Model):
     )
     autosave = models.JSONField(default=dict, blank=True)
     autosaved_at = models.DateTimeField(null=True, blank=True)
+    # Which page load wrote the autosave, so that a late save from an older page (one still in
+    # flight when the trainer reloaded) never winds back what a newer page wrote. Every page load
+    # of the task gets the next `pages_opened` number; `autosave_page` and `autosave_seq` are the
+    # page and its per-page sequence number of the stored save (0: none, or an API client), and
+    # `autosave_revision` counts the saves stored, so a page learns when another one wrote.
+    pages_opened = models.PositiveIntegerField(default=0)
+    autosave_page = models.PositiveIntegerField(default=0)
+    autosave_seq = models.PositiveBigIntegerField(default=0)
+    autosave_revision = models.PositiveIntegerField(default=0)
     skip_reason = models.CharField(max_length=500, blank=True)
     result = models.JSONField(
         default=dict, blank=True, help_text="What the submission stored (ids), for repeat submits."

@@ -110,13 +110,10 @@ def state_from_autosave(autosave: dict | None) -> dict:
         if isinstance(raw, dict) and raw.get("role") in ROLES and isinstance(raw.get("text"), str)
     ]
     editor = data.get("editor")
-    writer = data.get("writer")
     return {
         "turns": turns,
         "editor": editor if isinstance(editor, str) else "",
         "editor_draft_id": _as_id(data.get("editor_draft_id")),
-        "version": max(_as_id(data.get("version")) or 0, 0),
-        "writer": writer if isinstance(writer, str) else "",
     }
 
 

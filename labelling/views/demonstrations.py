@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
 import annotations.urls_converters  # noqa: F401 (registers <id:...>)
@@ -20,8 +20,10 @@ from annotations.selectors import thread_to
 from annotations.text import parse_json
 from labelling import demonstrations as demo
 from labelling.assignment import (
+    PageSave,
     TaskConflict,
     task_for_member,
+    task_open_page,
     task_skip,
     task_submit,
 )
@@ -96,6 +98,9 @@ def _page_context(request: HttpRequest, task: Task) -> dict:
         return context
     if not context["held"]:
         return context
+    # Each page load is numbered, so that its saves and an older page's late ones are told apart.
+    task = task_open_page(task_id=task.pk, user=user)
+    context["task"] = task
     state = demo.state_from_autosave(task.autosave)
     turns = [demo.Turn(**t) for t in state["turns"]]
     generation = demo.current_draft(task, turns) if project.draft_model_id else None
@@ -119,6 +124,8 @@ def _page_context(request: HttpRequest, task: Task) -> dict:
             "maxChars": project.max_message_chars,
             "hasDraftModel": project.draft_model_id is not None,
             "saveEveryMs": SAVE_EVERY_MS,
+            "page": task.pages_opened,
+            "revision": task.autosave_revision,
         },
     )
     return context
@@ -144,25 +151,56 @@ def _json_errors(exc: ValidationError) -> dict:
     return {"non_field_errors": list(exc.messages)}
 
 
+def saved_answer(saved: PageSave | Task, page: int = 0) -> dict:
+    """What a page learns after saving (or asking): where the stored work stands.
+
+    `state` comes with it when the stored work is another page's, for the page to offer (or,
+    if the trainer has not typed there yet, to take).
+    """
+    task = saved.task if isinstance(saved, PageSave) else saved
+    answer = {
+        "stored": saved.stored if isinstance(saved, PageSave) else False,
+        "page": saved.page if isinstance(saved, PageSave) else page,
+        "revision": task.autosave_revision,
+        "writer_page": task.autosave_page,
+        "seq": task.autosave_seq,
+        "autosaved_at": task.autosaved_at,
+        "lease_expires_at": task.lease_expires_at,
+    }
+    if task.autosave_page != answer["page"]:
+        answer["state"] = demo.state_from_autosave(task.autosave)
+    return answer
+
+
+def _page_number(raw: str | None) -> int:
+    return int(raw) if raw and raw.isdigit() and len(raw) < 16 else 0
+
+
+def page_save_body(request: HttpRequest) -> object:
+    """A page's save: a JSON body, or (from `navigator.sendBeacon`, which cannot set headers) a
+    form with the CSRF token and the JSON in `data`."""
+    if request.content_type == "application/json":
+        return parse_json(request.body or b"{}", "data")
+    return parse_json(request.POST.get("data") or "{}", "data")
+
+
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def demonstration_autosave(request: HttpRequest, task_id: int) -> JsonResponse:
-    """The page's autosave (JSON in, JSON out); renews the lease."""
-    _demonstration_task(request, task_id)
+    """The page's autosave (JSON in, JSON out); renews the lease. GET: where the work stands."""
+    task = _demonstration_task(request, task_id)
+    if request.method == "GET":
+        if task.state != Task.State.ASSIGNED or task.assignee_id != request.user.pk:
+            return JsonResponse({"detail": "You do not hold this task."}, status=409)
+        return JsonResponse(saved_answer(task, page=_page_number(request.GET.get("page"))))
     try:
-        data = parse_json(request.body or b"{}", "data")
-        task = demo.demonstration_autosave(task_id=task_id, user=request.user, data=data)
+        data = page_save_body(request)
+        saved = demo.demonstration_autosave(task_id=task_id, user=request.user, data=data)
     except ValidationError as exc:
         return JsonResponse(_json_errors(exc), status=400)
     except TaskConflict as exc:
         return JsonResponse({"detail": exc.message, "code": exc.code}, status=409)
-    return JsonResponse(
-        {
-            "version": demo.state_from_autosave(task.autosave)["version"],
-            "autosaved_at": task.autosaved_at,
-            "lease_expires_at": task.lease_expires_at,
-        }
-    )
+    return JsonResponse(saved_answer(saved))
 
 
 def _posted_state(request: HttpRequest) -> dict | None:
@@ -204,8 +242,7 @@ def demonstration_draft(request: HttpRequest, task_id: int) -> HttpResponse:
         context.update(generation=generation, position=queue_position(generation))
         response = render(request, DRAFT, context)
     if saved is not None:
-        version = demo.state_from_autosave(saved.autosave)["version"]
-        trigger_client_event(response, "demo:saved", {"version": version})
+        trigger_client_event(response, "demo:saved", saved_answer(saved))
     return response
 
 
@@ -235,7 +272,11 @@ def demonstration_submit(request: HttpRequest, task_id: int) -> HttpResponse:
     try:
         state = _posted_state(request)
         if state is not None and task.state != Task.State.DONE:
-            task = demo.demonstration_autosave(task_id=task_id, user=request.user, data=state)
+            # What the page shows is what it submits, whatever another page saved meanwhile:
+            # kept as the autosave too, so the page comes back with it if the server refuses it.
+            demo.demonstration_autosave(
+                task_id=task_id, user=request.user, data=state, take_over=True
+            )
         turns = demo.state_from_autosave(state if state is not None else task.autosave)["turns"]
         task = task_submit(task_id=task_id, user=request.user, data={"turns": turns})
     except ValidationError as exc:

@@ -16,10 +16,12 @@ import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from annotations.access import project_for_member
 from annotations.text import parse_json
 from labelling.assignment import (
+    PageSave,
     TaskConflict,
-    task_autosave,
+    parse_page_position,
     task_for_member,
-    task_renew,
+    task_open_page,
+    task_page_autosave,
     task_skip,
     task_submit,
 )
@@ -33,6 +35,7 @@ TEMPLATE = "labelling/rank.html"
 OPEN_TURNS_LIMIT = 4
 OPEN_TURNS = 2
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PAGE_KEYS = ("page", "seq", "take_over")
 FIELD_NAMES = {
     "order": "Order",
     "flags": "Flags",
@@ -167,6 +170,8 @@ def _render_page(
         "elapsed_ms": state.get("elapsed_ms") or state.get("time_spent_ms") or 0,
         "errors": [(FIELD_NAMES.get(field, field), msgs) for field, msgs in errors.items()],
         "error_fields": set(errors),
+        "page_number": task.pages_opened,
+        "revision": task.autosave_revision,
     }
     return render(request, TEMPLATE, context, status=status)
 
@@ -198,11 +203,12 @@ def rank_task(request: HttpRequest, task_id: int) -> HttpResponse:
         return _not_held(request, task)
 
     if request.method == "GET":
-        task = task_renew(task_id=task.pk, user=request.user)  # opening the page is activity
+        # Opening the page is activity (it renews the lease); each page load gets a number, so
+        # that its saves and an older page's late ones are told apart.
+        task = task_open_page(task_id=task.pk, user=request.user)
         # Only the trainer's own work in progress: a project may hand autosaves on with a task,
         # but another trainer's order would bias this one's ranking.
-        mine = task.autosave.get("user") == request.user.pk
-        return _render_page(request, task, state=task.autosave if mine else {})
+        return _render_page(request, task, state=_own_work(task, request.user))
 
     data, errors = _posted_submission(request)
     if not errors:
@@ -243,10 +249,9 @@ def rank_skip(request: HttpRequest, task_id: int) -> HttpResponse:
     try:
         task_skip(task_id=task.pk, user=request.user, reason=request.POST.get("skip_reason", ""))
     except ValidationError as exc:
-        mine = task.autosave.get("user") == request.user.pk
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
         return _render_page(
-            request, task, state=task.autosave if mine else {}, errors=errors, status=400
+            request, task, state=_own_work(task, request.user), errors=errors, status=400
         )
     except TaskConflict as exc:
         messages.error(request, exc.message)
@@ -255,21 +260,67 @@ def rank_skip(request: HttpRequest, task_id: int) -> HttpResponse:
     return _go_to_next(request, task)
 
 
+def _own_work(task: Task, user) -> dict:
+    # Only the trainer's own work in progress: a project may hand autosaves on with a task,
+    # but another trainer's order would bias this one's ranking.
+    return task.autosave if task.autosave.get("user") == user.pk else {}
+
+
+def _saved_answer(request: HttpRequest, saved: PageSave | Task, page: int = 0) -> dict:
+    """Where the stored work stands, with that work when another page of the task wrote it."""
+    task = saved.task if isinstance(saved, PageSave) else saved
+    page = saved.page if isinstance(saved, PageSave) else page
+    answer = {
+        "stored": saved.stored if isinstance(saved, PageSave) else False,
+        "page": page,
+        "revision": task.autosave_revision,
+        "writer_page": task.autosave_page,
+        "seq": task.autosave_seq,
+    }
+    if task.autosave_page != page:
+        work = _own_work(task, request.user)
+        answer["state"] = {key: value for key, value in work.items() if key != "user"}
+    return answer
+
+
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def rank_autosave(request: HttpRequest, task_id: int) -> HttpResponse:
-    """Keep the work in progress on the server (JSON body); it also renews the lease."""
+    """Keep the work in progress on the server; it also renews the lease. GET: where it stands.
+
+    The page posts JSON, or a form with the JSON in `data` from `navigator.sendBeacon` (which
+    cannot set the CSRF header) when it is closed or reloaded.
+    """
     task = _ranking_task(request, task_id)
+    if request.method == "GET":
+        if task.state != Task.State.ASSIGNED or task.assignee_id != request.user.pk:
+            return JsonResponse({"detail": "You do not hold this task."}, status=409)
+        raw = request.GET.get("page") or ""
+        page = int(raw) if raw.isdigit() and len(raw) < 16 else 0
+        return JsonResponse(_saved_answer(request, task, page))
     try:
-        data = parse_json(request.body or b"{}", "data")
-        if isinstance(data, dict):
-            data["user"] = request.user.pk  # whose work this is (see rank_task)
-        task_autosave(task_id=task.pk, user=request.user, data=data)
+        if request.content_type == "application/json":
+            data = parse_json(request.body or b"{}", "data")
+        else:
+            data = parse_json(request.POST.get("data") or "{}", "data")
+        if not isinstance(data, dict):
+            raise ValidationError("Autosaved data must be an object.")
+        page, seq, take_over = parse_page_position(data)
+        work = {key: value for key, value in data.items() if key not in PAGE_KEYS}
+        work["user"] = request.user.pk  # whose work this is (see rank_task)
+        saved = task_page_autosave(
+            task_id=task.pk,
+            user=request.user,
+            data=work,
+            page=page,
+            seq=seq,
+            take_over=take_over,
+        )
     except ValidationError as exc:
         return JsonResponse({"detail": " ".join(exc.messages)}, status=400)
     except TaskConflict as exc:
         return JsonResponse({"detail": exc.message, "code": exc.code}, status=409)
-    return HttpResponse(status=204)
+    return JsonResponse(_saved_answer(request, saved))
 
 
 @login_required

@@ -3,8 +3,15 @@
 // The server is the source of truth. The page starts from the autosave rendered into
 // #demo-state and posts the whole state back every few seconds while it has unsaved changes, when
 // the editor loses focus and when the tab is hidden; reopening the task anywhere restores it.
-// Each page load is one "writer": the server refuses a save from another window that has not
-// seen the latest version, so a stale tab cannot overwrite newer work. Drafts come through htmx
+//
+// Each page load has a number from the server (config.page) and numbers its saves 1, 2, ...;
+// the server stores a save unless it is an older one of this page arriving late, or this page
+// is older than one that has written since. Leaving or reloading flushes the last changes with
+// navigator.sendBeacon, and those can land after the next page has loaded: so a new page asks
+// the server where the work stands once it is ready, and takes newer work from an older page
+// as long as the trainer has not typed here yet. Work from a newer page (a second window) is
+// offered in a notice: load it, or keep this window's (which then becomes the newest). Submit
+// always sends, and stores, what this page shows. Drafts come through htmx
 // (the "Get a draft" button); this file sends the current state with them and handles "Insert
 // draft". Text from trainers and models only ever reaches the DOM through textContent.
 (function () {
@@ -17,11 +24,15 @@
     turns: loaded.turns,
     editor: loaded.editor,
     editor_draft_id: loaded.editor_draft_id,
-    version: loaded.version,
-    writer: Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 10),
+    version: 0, // local count of changes; savedVersion is the last one the server holds
   };
-  var base = loaded.version; // the stored version this page last loaded or saved
-  var savedVersion = loaded.version;
+  var page = config.page; // this page load's number; a take-over gives a newer one
+  var seq = 0; // the last sequence number sent
+  var knownRevision = config.revision; // the server's save counter this page has seen
+  var typedHere = false; // any change made on this page since it loaded or took newer work
+  var takeOverNext = false; // the next save makes this page the newest (newer work was taken)
+  var beaconVersion = -1;
+  var savedVersion = 0;
   var saving = false;
   var saveAgain = false;
   var saveFailed = false;
@@ -194,6 +205,7 @@
 
   function changed() {
     state.version += 1;
+    typedHere = true;
     lastActivityAt = Date.now();
     if (!saving) setStatus("Unsaved changes…");
   }
@@ -294,18 +306,20 @@
     });
   }
 
+  var draftSentVersion = 0;
   document.body.addEventListener("htmx:configRequest", function (event) {
     if (event.detail.elt !== els.draftButton) return;
-    event.detail.parameters.state = JSON.stringify(payload());
+    draftSentVersion = state.version;
+    event.detail.parameters.state = JSON.stringify(payload(true));
     event.detail.parameters.mode = draftMode;
     draftMode = "";
   });
 
-  // The draft view stores the state it was sent; it tells us which version that was.
+  // The draft view stores the state it was sent, and says so as a save would.
   document.body.addEventListener("demo:saved", function (event) {
     var detail = event.detail || {};
-    var version = detail.version !== undefined ? detail.version : (detail.value || {}).version;
-    if (typeof version === "number") acknowledge(version, version);
+    var answer = detail.revision !== undefined ? detail : detail.value || {};
+    if (typeof answer.revision === "number") saved(draftSentVersion, answer);
   });
 
   document.body.addEventListener("htmx:afterSwap", function (event) {
@@ -337,15 +351,17 @@
 
   // ------------------------------------------------------------ saving
 
-  function payload() {
-    return {
+  // The state to send; `numbered` gives it this page's next sequence number.
+  function payload(numbered) {
+    var body = {
       turns: state.turns,
       editor: state.editor,
       editor_draft_id: state.editor_draft_id,
-      version: state.version,
-      writer: state.writer,
-      base: base,
+      page: page,
+      seq: numbered ? ++seq : seq,
     };
+    if (numbered && takeOverNext) body.take_over = true;
+    return body;
   }
 
   function clock(iso, seconds) {
@@ -359,9 +375,8 @@
     els.status.dataset.state = kind || "";
   }
 
-  function acknowledge(sent, stored) {
+  function acknowledge(sent) {
     savedVersion = Math.max(savedVersion, sent);
-    base = stored;
     saveFailed = false;
     lastSaveAt = Date.now();
     if (state.version === savedVersion) setStatus("Saved at " + clock(null, true), "saved");
@@ -381,7 +396,7 @@
       return;
     }
     if (state.version === savedVersion && !options.renew) return;
-    var body = JSON.stringify(payload());
+    var body = JSON.stringify(payload(true));
     var sent = state.version;
     saving = true;
     if (!options.renew) setStatus("Saving…");
@@ -396,11 +411,7 @@
         return response.json().catch(function () { return {}; }).then(function (data) {
           saving = false;
           if (response.ok) {
-            acknowledge(sent, data.version);
-            if (data.lease_expires_at && els.lease) {
-              els.lease.dateTime = data.lease_expires_at;
-              els.lease.textContent = clock(data.lease_expires_at);
-            }
+            saved(sent, data);
           } else if (response.status === 409 || response.status === 404 || response.status === 403) {
             stop(data.detail || "this task is no longer yours.");
           } else {
@@ -421,6 +432,127 @@
           save();
         }
       });
+  }
+
+  // What the server answered a save (or a question) with: stored, an older save of this page
+  // that arrived late (a newer one of ours is stored), or newer work of another page.
+  function saved(sent, data) {
+    if (typeof data.revision === "number") knownRevision = Math.max(knownRevision, data.revision);
+    if (data.lease_expires_at && els.lease) {
+      els.lease.dateTime = data.lease_expires_at;
+      els.lease.textContent = clock(data.lease_expires_at);
+    }
+    if (data.stored) {
+      if (data.page !== page) page = data.page; // took over: this page is the newest now
+      takeOverNext = false;
+      hideNotice();
+      acknowledge(sent);
+    } else if (data.writer_page === page) {
+      acknowledge(sent);
+    } else if (data.state) {
+      otherWork(data.state, data.writer_page);
+    }
+  }
+
+  // Another page's work is stored: take it if nothing was typed here, else offer it.
+  function otherWork(stored, writerPage) {
+    if (!typedHere) {
+      adopt(stored, writerPage);
+      return;
+    }
+    offered = stored;
+    offeredFrom = writerPage;
+    setStatus("Not saved: changed in another window", "error");
+    showNotice();
+  }
+
+  function adopt(stored, writerPage) {
+    state.turns = stored.turns;
+    state.editor = stored.editor;
+    state.editor_draft_id = stored.editor_draft_id;
+    state.version += 1;
+    savedVersion = state.version; // the server holds exactly this
+    typedHere = false;
+    // Work of a newer page (another window): what is typed here next must replace it.
+    takeOverNext = writerPage > page;
+    editing = null;
+    offered = null;
+    hideNotice();
+    els.editor.value = state.editor;
+    render();
+    setStatus("Saved at " + clock(null, true) + " (newer work from another window)", "saved");
+    contextChanged();
+  }
+
+  var offered = null;
+  var offeredFrom = 0;
+  var notice = null;
+
+  function showNotice() {
+    if (!notice) {
+      notice = el("div", "form-errors demo-conflict");
+      notice.id = "demo-conflict";
+      notice.setAttribute("role", "alert");
+      notice.appendChild(el("p", "", "This task was changed in another window since this one " +
+        "last saved. Load that version, or keep this window's text (it then replaces the " +
+        "other). Submitting sends what this window shows."));
+      var row = el("div", "row");
+      var load = el("button", "btn btn-secondary btn-small", "Load the other window's version");
+      load.type = "button";
+      load.id = "demo-conflict-load";
+      load.addEventListener("click", function () { if (offered) adopt(offered, offeredFrom); });
+      var keep = el("button", "btn btn-primary btn-small", "Keep this window's text");
+      keep.type = "button";
+      keep.id = "demo-conflict-keep";
+      keep.addEventListener("click", function () {
+        takeOverNext = true;
+        state.version += 1;
+        save();
+      });
+      row.appendChild(load);
+      row.appendChild(keep);
+      notice.appendChild(row);
+      els.card.parentNode.insertBefore(notice, els.card);
+    }
+    notice.hidden = false;
+  }
+
+  function hideNotice() {
+    if (notice) notice.hidden = true;
+  }
+
+  // Where the stored work stands: asked when the page is ready (a save the previous page sent
+  // as it unloaded may land just after this page loaded) and when the tab comes back.
+  function sync() {
+    if (stopped) return;
+    fetch(config.urls.autosave + "?page=" + page, { credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (data) {
+        if (!data || stopped || data.revision <= knownRevision) return;
+        knownRevision = data.revision;
+        if (data.writer_page !== page && data.state) otherWork(data.state, data.writer_page);
+      }, function () {});
+  }
+
+  // Leaving or reloading: send what is not saved yet in a way that outlives the page.
+  function flush() {
+    if (stopped || state.version === savedVersion || beaconVersion === state.version) return;
+    beaconVersion = state.version;
+    var body = JSON.stringify(payload(true));
+    var form = new FormData();
+    form.append("csrfmiddlewaretoken", csrf);
+    form.append("data", body);
+    if (navigator.sendBeacon && body.length < 60000 &&
+        navigator.sendBeacon(config.urls.autosave, form)) {
+      return;
+    }
+    fetch(config.urls.autosave, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: body,
+      keepalive: body.length < 60000,
+    }).catch(function () {});
   }
 
   // Every few seconds while there are unsaved changes; the lease is renewed while the trainer
@@ -465,11 +597,16 @@
   });
 
   document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "hidden") save({ keepalive: true });
+    if (document.visibilityState === "hidden") {
+      save({ keepalive: true });
+    } else {
+      sync();
+    }
   });
-  window.addEventListener("pagehide", function () { save({ keepalive: true }); });
+  window.addEventListener("pagehide", flush);
   window.addEventListener("beforeunload", function (event) {
     if (!stopped && saveFailed && state.version !== savedVersion) event.preventDefault();
+    flush();
   });
 
   els.submitForm.addEventListener("submit", function (event) {
@@ -482,7 +619,7 @@
       event.preventDefault();
       return;
     }
-    els.submitState.value = JSON.stringify(payload());
+    els.submitState.value = JSON.stringify(payload(true));
     stopped = true; // the submit stores this state itself
     setTimeout(function () { els.submit.disabled = true; }, 0);
   });
@@ -499,6 +636,8 @@
     contextChanged();
   }
   if (!document.getElementById("demo-errors")) els.editor.focus({ preventScroll: true });
+  sync();
+  setTimeout(sync, 1000); // once more, for a save the previous page sent just before it went
   // Tells browser tests (and anything scripted) that the editor's handlers are in place.
   document.documentElement.dataset.demoReady = "true";
 })();

@@ -1,6 +1,13 @@
 // The ranking page: order the replies by drag-and-drop (SortableJS) or the keyboard, with ties;
 // keep the order JSON of the form in step; measure time on task; autosave, which renews the lease.
 //
+// Autosave: each page load has a number from the server (data-page) and numbers its saves; the
+// server keeps a save unless it is an older one of this page arriving late or this page is older
+// than one that has written since. Leaving or reloading flushes the last changes with
+// navigator.sendBeacon; since that can land after the next page loaded, a page asks where the
+// work stands once ready and takes newer work of an older page if nothing was changed here yet.
+// Newer work of another window is offered in a notice instead. Submit sends what the page shows.
+//
 // The list itself is the state: rows top to bottom, each with data-tied="1" when it shares the
 // rank of the row above. Moving a reply takes it out of any tie; the others keep theirs.
 (function () {
@@ -284,6 +291,17 @@
   var RENEW_AFTER_MS = 60 * 1000;
   var saveTimer = null;
   var dirty = false;
+  var page = parseInt(form.dataset.page, 10) || 0;
+  var seq = 0;
+  var knownRevision = parseInt(form.dataset.revision, 10) || 0;
+  var version = 0; // local count of changes; savedVersion is the last one the server holds
+  var savedVersion = 0;
+  var beaconVersion = -1;
+  var typedHere = false;
+  var takeOverNext = false;
+  var offered = null;
+  var offeredFrom = 0;
+  var notice = null;
   var lastSaved = Date.now(); // loading the page renewed the lease
   var submitting = false;
 
@@ -293,23 +311,29 @@
     statusEl.setAttribute("role", isError ? "alert" : "status");
   }
 
-  function snapshot() {
+  function snapshot(numbered) {
     var flags = {};
     form.querySelectorAll("input[type=checkbox][name^='flag-']:checked").forEach(function (box) {
       var id = box.name.slice(5);
       (flags[id] = flags[id] || []).push(box.value);
     });
-    return {
+    var body = {
       order: groups(),
       flags: flags,
       all_bad: allBad.checked,
       rewrite: rewrite.value,
       elapsed_ms: elapsedMs(),
+      page: page,
+      seq: numbered ? ++seq : seq,
     };
+    if (numbered && takeOverNext) body.take_over = true;
+    return body;
   }
 
   function scheduleSave(delay) {
     dirty = true;
+    version += 1;
+    typedHere = true;
     window.clearTimeout(saveTimer);
     saveTimer = window.setTimeout(save, delay);
   }
@@ -319,17 +343,19 @@
     if (submitting) return;
     dirty = false;
     lastSaved = Date.now();
+    var sent = version;
     fetch(autosaveUrl, {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify(snapshot()),
+      body: JSON.stringify(snapshot(true)),
       keepalive: true,
     })
       .then(function (response) {
         if (response.ok) {
-          var at = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-          setStatus("Saved " + at);
+          return response.json().then(function (data) {
+            saved(sent, data);
+          });
         } else if (response.status === 409) {
           return response.json().then(function (body) {
             setStatus(body.detail || "You no longer hold this task.", true);
@@ -342,6 +368,161 @@
         setStatus("Could not save your work: the server could not be reached.", true);
       });
   }
+
+  function savedAt() {
+    var at = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    setStatus("Saved " + at);
+  }
+
+  // What the server answered: stored, an older save of this page arriving late (a newer one of
+  // ours is stored), or newer work of another page.
+  function saved(sent, data) {
+    if (typeof data.revision === "number") knownRevision = Math.max(knownRevision, data.revision);
+    if (data.stored || data.writer_page === page) {
+      if (data.stored && data.page !== page) page = data.page; // took over: newest now
+      if (data.stored) takeOverNext = false;
+      savedVersion = Math.max(savedVersion, sent);
+      if (notice && data.stored) notice.hidden = true;
+      savedAt();
+    } else if (data.state) {
+      otherWork(data.state, data.writer_page);
+    }
+  }
+
+  function otherWork(stored, writerPage) {
+    if (!typedHere) {
+      adopt(stored, writerPage);
+      return;
+    }
+    offered = stored;
+    offeredFrom = writerPage;
+    setStatus("Not saved: changed in another window.", true);
+    showNotice();
+  }
+
+  // Show another page's work: its order, flags, "all bad" and better reply.
+  function adopt(stored, writerPage) {
+    var byId = {};
+    rows().forEach(function (li) {
+      byId[li.dataset.id] = li;
+    });
+    var model = [];
+    (Array.isArray(stored.order) ? stored.order : []).forEach(function (group) {
+      (Array.isArray(group) ? group : []).forEach(function (id, index) {
+        var li = byId[id];
+        if (!li) return;
+        delete byId[id];
+        model.push({ li: li, tied: index > 0 && model.length > 0 });
+      });
+    });
+    rows().forEach(function (li) {
+      if (byId[li.dataset.id]) model.push({ li: li, tied: false });
+    });
+    var flags = stored.flags && typeof stored.flags === "object" ? stored.flags : {};
+    form.querySelectorAll("input[type=checkbox][name^='flag-']").forEach(function (box) {
+      var checked = flags[box.name.slice(5)];
+      box.checked = Array.isArray(checked) && checked.indexOf(box.value) >= 0;
+    });
+    allBad.checked = stored.all_bad === true;
+    rewrite.value = typeof stored.rewrite === "string" ? stored.rewrite : "";
+    if (rewrite.value) {
+      var details = rewrite.closest("details");
+      if (details) details.open = true;
+    }
+    if (typeof stored.elapsed_ms === "number" && stored.elapsed_ms > elapsedMs()) {
+      baseMs += stored.elapsed_ms - elapsedMs();
+    }
+    model.forEach(function (entry, i) {
+      entry.li.dataset.tied = i > 0 && entry.tied ? "1" : "0";
+      list.appendChild(entry.li);
+    });
+    refresh(false);
+    savedVersion = version; // the server holds exactly this
+    typedHere = false;
+    // Work of a newer page (another window): what is changed here next must replace it.
+    takeOverNext = writerPage > page;
+    offered = null;
+    if (notice) notice.hidden = true;
+    savedAt();
+  }
+
+  function showNotice() {
+    if (!notice) {
+      notice = document.createElement("div");
+      notice.id = "rank-conflict";
+      notice.className = "form-errors";
+      notice.setAttribute("role", "alert");
+      var text = document.createElement("p");
+      text.textContent = "This ranking was changed in another window since this one last " +
+        "saved. Load that version, or keep this window's (it then replaces the other). " +
+        "Submitting sends what this window shows.";
+      notice.appendChild(text);
+      var load = document.createElement("button");
+      load.type = "button";
+      load.className = "btn btn-secondary";
+      load.textContent = "Load the other window's version";
+      load.addEventListener("click", function () {
+        if (offered) adopt(offered, offeredFrom);
+      });
+      var keep = document.createElement("button");
+      keep.type = "button";
+      keep.className = "btn btn-primary";
+      keep.textContent = "Keep this window's ranking";
+      keep.addEventListener("click", function () {
+        takeOverNext = true;
+        scheduleSave(0);
+      });
+      notice.appendChild(load);
+      notice.appendChild(keep);
+      form.insertBefore(notice, form.firstChild);
+    }
+    notice.hidden = false;
+  }
+
+  // Where the stored work stands: asked once the page is ready (the previous page's last save
+  // may land just after this one loaded) and when the tab comes back.
+  function sync() {
+    if (submitting) return;
+    fetch(autosaveUrl + "?page=" + page, { credentials: "same-origin" })
+      .then(function (response) {
+        return response.ok ? response.json() : null;
+      })
+      .then(
+        function (data) {
+          if (!data || submitting || data.revision <= knownRevision) return;
+          knownRevision = data.revision;
+          if (data.writer_page !== page && data.state) otherWork(data.state, data.writer_page);
+        },
+        function () {}
+      );
+  }
+
+  // Leaving or reloading: send what is not saved yet in a way that outlives the page.
+  function flush() {
+    if (submitting || version === savedVersion || beaconVersion === version) return;
+    beaconVersion = version;
+    window.clearTimeout(saveTimer);
+    var body = JSON.stringify(snapshot(true));
+    var data = new FormData();
+    data.append("csrfmiddlewaretoken", csrf);
+    data.append("data", body);
+    if (navigator.sendBeacon && body.length < 60000 && navigator.sendBeacon(autosaveUrl, data)) {
+      return;
+    }
+    fetch(autosaveUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: body,
+      keepalive: body.length < 60000,
+    }).catch(function () {});
+  }
+
+  window.addEventListener("pagehide", flush);
+  window.addEventListener("beforeunload", flush);
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) sync();
+  });
 
   form.addEventListener("change", function (event) {
     if (event.target.type === "checkbox") scheduleSave(800);
@@ -380,4 +561,8 @@
   refresh(false);
   var errors = document.getElementById("rank-errors");
   if (errors) errors.focus();
+  sync();
+  window.setTimeout(sync, 1000); // once more, for a save the previous page sent as it went
+  // Tells browser tests (and anything scripted) that the page's handlers are in place.
+  document.documentElement.dataset.rankReady = "true";
 })();

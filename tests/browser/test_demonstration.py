@@ -1,5 +1,7 @@
 """A trainer writes a demonstration in the browser with a real draft model behind the page."""
 
+import random
+
 import pytest
 from playwright.sync_api import expect
 
@@ -177,3 +179,42 @@ def test_turns_can_be_edited_and_deleted_and_bad_ones_are_refused(page):
     stored = [Message.objects.get(pk=pk) for pk in task.result["messages"]]
     assert [(m.role, m.text) for m in stored] == [("user", "Hi there"), ("assistant", "Hello!")]
     assert stored[0].conversation.source == "demonstration"
+
+
+# Reloads at random moments must lose nothing the trainer typed (seeded, to be repeatable).
+RELOAD_ROUNDS = 30
+RELOAD_SEED = 20240611
+
+
+@pytest.mark.browser
+def test_reloading_at_random_moments_loses_no_character(page):
+    project = ProjectFactory(slug="alpha", name="Alpha", max_message_chars=4000)
+    trainer = MembershipFactory(project=project, user=UserFactory(username="tina")).user
+    rng = random.Random(RELOAD_SEED)
+    log_in(page, "tina", "pw-for-tests")
+    page.get_by_role("button", name="Write a demonstration").click()
+    editor_ready(page)
+    editor = page.locator("#demo-editor")
+    editor.fill("Tell me a long story.")
+    editor.press("Control+Enter")
+    expect(page.locator("#demo-next-role")).to_have_text("Assistant")
+    typed = ""
+    for round_ in range(RELOAD_ROUNDS):
+        # The page shows everything typed before this reload, and typing carries on from it.
+        expect(editor).to_have_value(typed)
+        editor.press("Control+End")
+        piece = f"r{round_}-{rng.randrange(1000)} "
+        page.keyboard.type(piece, delay=0)
+        typed += piece
+        page.wait_for_timeout(rng.uniform(0, 3000))
+        page.reload()
+        editor_ready(page)
+    expect(editor).to_have_value(typed)
+    editor.press("Control+End")
+    page.keyboard.type("end", delay=0)
+    typed += "end"
+    page.get_by_role("button", name="Submit demonstration").click()
+    expect(page.get_by_role("heading", name="Submitted")).to_be_visible()
+    task = Task.objects.get(assignee=trainer)
+    asked, answered = (Message.objects.get(pk=pk) for pk in task.result["messages"])
+    assert (asked.text, answered.text) == ("Tell me a long story.", typed)

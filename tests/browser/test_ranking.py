@@ -1,6 +1,9 @@
 """A trainer ranks one set with the keyboard only and another by drag-and-drop, in Chromium."""
 
+import random
+
 import pytest
+from playwright.sync_api import expect
 
 from annotations.models import Message, Ranking
 from tests.browser.conftest import SCREENSHOT_DIR, log_in
@@ -171,3 +174,39 @@ def test_rank_with_the_keyboard_then_with_drag_and_drop(page):
     assert ranking.all_bad is True
     assert ranking.rewrite.text == "Bonjour ! (« good morning »)"
     assert ranking.rewrite.parent_id == dragged_set.context_id
+
+
+# Reloads at random moments must lose nothing typed in the better reply (seeded, repeatable).
+RELOAD_ROUNDS = 30
+RELOAD_SEED = 20240611
+
+
+def test_reloading_at_random_moments_loses_no_character_of_the_rewrite(page):
+    project = ProjectFactory(slug="alpha", name="Herb garden assistant", max_message_chars=4000)
+    MembershipFactory(project=project, user=UserFactory(username="tina"), role="trainer")
+    ranking_set = set_with_conversation(project, ["Hi?"], ["One.", "Two.", "Three.", "Four."])
+    rng = random.Random(RELOAD_SEED)
+    log_in(page, "tina", "pw-for-tests")
+    page.goto("/p/alpha/")
+    page.get_by_role("button", name="Rank replies").click()
+    page.wait_for_url("**/tasks/*/rank")
+    ready = page.locator("html[data-rank-ready='true']")
+    ready.wait_for(state="attached")
+    rewrite = page.locator("#rewrite")
+    typed = ""
+    for round_ in range(RELOAD_ROUNDS):
+        if not rewrite.is_visible():
+            page.locator(".rank-rewrite > summary").click()
+        expect(rewrite).to_have_value(typed)
+        rewrite.press("Control+End")
+        piece = f"r{round_}-{rng.randrange(1000)} "
+        page.keyboard.type(piece, delay=0)
+        typed += piece
+        page.wait_for_timeout(rng.uniform(0, 3000))
+        page.reload()
+        ready.wait_for(state="attached")
+    expect(rewrite).to_have_value(typed)
+    page.get_by_role("button", name="Submit and stop").click()
+    page.wait_for_url("**/p/alpha/")
+    ranking = Ranking.objects.get(ranking_set=ranking_set)
+    assert ranking.rewrite.text == typed.strip() or ranking.rewrite.text == typed

@@ -116,8 +116,6 @@ def test_reopening_restores_the_autosave_exactly_and_escaped(client, project, tr
         "turns": [_turn("assistant", "Use <script>alert(1)</script> never"), _turn("user", "Ok")],
         "editor": "Half-written </textarea><b>reply</b>\nsecond line",
         "editor_draft_id": None,
-        "version": 7,
-        "writer": "tab-1",
     }
     task_autosave(task_id=task.pk, user=trainer, data=saved)
     client.force_login(trainer)
@@ -141,16 +139,30 @@ def test_autosave_view(client, project, trainer):
     task = _claim(project, trainer)
     url = reverse("demonstration-autosave", args=[task.pk])
     client.force_login(trainer)
-    state = {"turns": [_turn("user", "Hi")], "editor": "x", "version": 2, "writer": "a", "base": 0}
+    client.get(reverse("demonstration", args=[task.pk]))  # the page load is page 1
+    state = {"turns": [_turn("user", "Hi")], "editor": "x", "page": 1, "seq": 2}
     response = client.post(url, state, content_type="application/json")
-    assert response.status_code == 200 and response.json()["version"] == 2
-    assert response.json()["lease_expires_at"]
+    answer = response.json()
+    assert response.status_code == 200 and answer["stored"] and answer["page"] == 1
+    assert answer["lease_expires_at"] and answer["revision"] == 1 and "state" not in answer
     task.refresh_from_db()
     assert task.autosave["turns"] == [_turn("user", "Hi")] and task.autosave["editor"] == "x"
 
-    stale = {**state, "writer": "b", "version": 3, "base": 1}
-    response = client.post(url, stale, content_type="application/json")
-    assert response.status_code == 409 and response.json()["code"] == "autosave_conflict"
+    # The same page's older save, late: not stored, and nothing to tell the page.
+    response = client.post(url, {**state, "seq": 1, "editor": "old"}, "application/json")
+    assert response.status_code == 200 and not response.json()["stored"]
+    assert "state" not in response.json()
+    # What `navigator.sendBeacon` sends as the page goes: a form with the JSON in `data`.
+    beacon = {"data": json.dumps({**state, "seq": 3, "editor": "xy"})}
+    assert client.post(url, beacon).json()["stored"]
+    asked = client.get(url, {"page": 1}).json()
+    assert asked["revision"] == 2 and asked["writer_page"] == 1 and "state" not in asked
+    assert "state" in client.get(url, {"page": 2}).json()  # another page's work comes with it
+    task.refresh_from_db()
+    assert task.autosave["editor"] == "xy" and task.autosave_seq == 3
+    # A page number the task never gave out.
+    response = client.post(url, {**state, "page": 9}, content_type="application/json")
+    assert response.status_code == 400 and "page" in response.json()
     response = client.post(url, {"turns": "nope"}, content_type="application/json")
     assert response.status_code == 400 and "turns" in response.json()
     response = client.post(url, "{not json", content_type="application/json")
@@ -161,7 +173,7 @@ def test_draft_request_polls_and_then_offers_the_draft(client, project, trainer,
     prompt = _prompt(project, "Why is the sky blue?")
     task = _claim(project, trainer)
     client.force_login(trainer)
-    state = {"turns": [], "editor": "", "version": 1, "writer": "w", "base": 0}
+    state = {"turns": [], "editor": ""}
     response = client.post(
         reverse("demonstration-draft", args=[task.pk]),
         {"state": json.dumps(state), "mode": "auto"},
@@ -174,7 +186,8 @@ def test_draft_request_polls_and_then_offers_the_draft(client, project, trainer,
     fragment = response.content.decode()
     assert f'hx-get="{status_url}"' in fragment and 'hx-trigger="every 1s"' in fragment
     assert "<div hx-disable>" in fragment  # the shared status fragment inside does not poll too
-    assert json.loads(response["HX-Trigger"]) == {"demo:saved": {"version": 1}}
+    saved = json.loads(response["HX-Trigger"])["demo:saved"]
+    assert saved["stored"] and saved["revision"] == 1
     # Asking again while it is queued, or automatically once it is done, gives the same one.
     client.post(reverse("demonstration-draft", args=[task.pk]), {"mode": "auto"}, **HTMX)
     assert GenerationRequest.objects.count() == 1

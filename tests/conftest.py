@@ -54,6 +54,22 @@ def outsider(db):
 
 
 @pytest.fixture
+def world(db):
+    """Two projects with one object of every admin-registered model each, and a staff lead of
+    the first (tests/annotations/admin_world.py)."""
+    from tests.annotations.admin_world import build_world
+
+    return build_world()
+
+
+@pytest.fixture
+def lead_client(client, world):
+    """A test client logged in as the world's staff lead."""
+    client.force_login(world.lead)
+    return client
+
+
+@pytest.fixture
 def api_client_for():
     def make(user) -> APIClient:
         client = APIClient()

@@ -23,7 +23,7 @@ from annotations.models import (
     RankingSet,
 )
 from annotations.services import conversation_start
-from tests.annotations.admin_world import World, build_world
+from tests.annotations.admin_world import World
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -104,17 +104,6 @@ def assert_no_choices_from_b(response, world: World) -> None:
             assert not queryset.filter(pk=world.b[queryset.model].pk).exists(), name
             checked += 1
     assert checked
-
-
-@pytest.fixture
-def world(db) -> World:
-    return build_world()
-
-
-@pytest.fixture
-def lead_client(client, world):
-    client.force_login(world.lead)
-    return client
 
 
 # A lead sees and changes only their projects' objects.

@@ -4,7 +4,6 @@ import pytest
 
 from annotations.models import Conversation, Project, RankingSet
 from labelling.models import Task, TaskSkip
-from tests.annotations.admin_world import World, build_world
 from tests.annotations.test_admin import (
     admin_url,
     assert_changelist_scoped,
@@ -16,17 +15,6 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 MODELS = [Task, TaskSkip]
-
-
-@pytest.fixture
-def world(db) -> World:
-    return build_world()
-
-
-@pytest.fixture
-def lead_client(client, world):
-    client.force_login(world.lead)
-    return client
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)

@@ -92,10 +92,29 @@ def export_choices_clean(*, project: Project, kind: Any, choices: Any) -> Export
 def export_request(
     *, project: Project, user: AbstractBaseUser, kind: Any, choices: Any = None
 ) -> ExportSnapshot:
-    """A queued snapshot; a worker on the `default` queue builds it after the commit."""
+    """A queued snapshot; a worker on the `default` queue builds it after the commit.
+
+    The same person asking again for the same kind and choices while that export is still
+    queued or running (a double click, a client retrying) gets that export, not a second one:
+    requests of one project take turns on the project's row, so two at once cannot both miss it.
+    """
     if not can(user, project, "export"):
         raise AccessDenied(project, "export")
     cleaned = export_choices_clean(project=project, kind=kind, choices=choices)
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    same = (
+        ExportSnapshot.objects.filter(
+            project=project,
+            created_by=user,
+            kind=kind,
+            choices=cleaned.to_json(),
+            state__in=[State.QUEUED, State.RUNNING],
+        )
+        .order_by("-pk")
+        .first()
+    )
+    if same is not None:
+        return same
     snapshot = ExportSnapshot.objects.create(
         project=project, kind=kind, choices=cleaned.to_json(), created_by=user
     )

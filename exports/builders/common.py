@@ -92,6 +92,8 @@ class ExportContext:
         )
 
     def count(self, name: str, n: int = 1) -> None:
+        if not n:
+            return
         # Builders count from their read-ahead thread too.
         with _COUNT_LOCK:
             self.counters[name] = self.counters.get(name, 0) + n

@@ -51,6 +51,19 @@ def test_create_queues_a_snapshot_and_sends_it_to_a_worker_after_commit(
     assert snapshot.created_by == engineer and snapshot.choices["min_agreement"] == 0.5
 
 
+def test_asking_twice_while_queued_gives_the_same_export_and_once_done_a_new_one(
+    api_client_for, engineer, lead, project
+):
+    payload = {"kind": "rankings", "choices": {"seed": 2}}
+    api = api_client_for(engineer)
+    first = api.post(LIST_URL, payload, format="json").json()
+    assert api.post(LIST_URL, payload, format="json").json()["id"] == first["id"]
+    assert api_client_for(lead).post(LIST_URL, payload, format="json").json()["id"] != first["id"]
+    ExportSnapshot.objects.filter(pk=first["id"]).update(state=ExportSnapshot.State.FAILED)
+    assert api.post(LIST_URL, payload, format="json").json()["id"] != first["id"]
+    assert ExportSnapshot.objects.count() == 3
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [

@@ -121,6 +121,23 @@ def test_posting_the_form_queues_an_export_and_redirects_to_it(
     assert (choices["validation"], choices["test"], choices["seed"]) == (0.1, 0.0, 7)
 
 
+def test_a_double_click_on_the_form_makes_one_export(
+    client, engineer, project, django_capture_on_commit_callbacks, mocker
+):
+    delay = mocker.patch("exports.tasks.build_export.delay")
+    client.force_login(engineer)
+    form = {"kind": "sft", "validation": "0.05", "test": "0", "seed": "0"}
+    with django_capture_on_commit_callbacks(execute=True):
+        first = client.post(PAGE, form)
+        second = client.post(PAGE, form)
+    snapshot = ExportSnapshot.objects.get()
+    assert first["Location"] == second["Location"] == detail(snapshot)
+    delay.assert_called_once_with(snapshot.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(PAGE, {**form, "seed": "1"})  # other choices: another export
+    assert ExportSnapshot.objects.count() == 2
+
+
 def test_a_form_without_the_csrf_token_is_refused(project, engineer):
     client = Client(enforce_csrf_checks=True)
     client.force_login(engineer)

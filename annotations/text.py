@@ -13,6 +13,12 @@ import math
 
 from django.core.exceptions import ValidationError
 
+
+def normalise(text: str) -> str:
+    """The key two prompts share when they are duplicates: whitespace and case do not count."""
+    return " ".join(text.split()).casefold()
+
+
 # Deeper than any structure the product sends; far below what recursion in json or the
 # database's JSON functions can take.
 MAX_JSON_DEPTH = 64

@@ -116,10 +116,9 @@ def export_download(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
 
 def changed_choices(stored: dict) -> list[tuple[str, str]]:
     """(label, value) of each stored choice that differs from its default, for a summary."""
-    defaults = ExportChoices().to_json()
     out = []
-    for name, value in stored.items():
-        if name not in CHOICE_DOCS or defaults.get(name) == value:
+    for name, value in ExportChoices.from_json(stored).changed().items():
+        if name not in CHOICE_DOCS:
             continue
         if isinstance(value, list):
             value = ", ".join(value)

@@ -273,10 +273,6 @@ class Threads:
             self._json[message_id] = cached
         return cached
 
-    def clear(self) -> None:
-        self._nodes.clear()
-        self._json.clear()
-
 
 def resolve_annotators(project: Project, names: Iterable[str]) -> frozenset[int]:
     """User ids for usernames or pseudonyms of the project's members; unknown names are an error.

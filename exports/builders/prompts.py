@@ -8,10 +8,10 @@ Prompts are deduplicated by their text with case and runs of whitespace folded; 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 
 from annotations.models import Message
+from annotations.text import normalise
 from exports.builders.common import (
     ExportContext,
     Row,
@@ -21,8 +21,6 @@ from exports.builders.common import (
     keyset_chunks,
     source_of,
 )
-
-SPACE = re.compile(r"\s+")
 
 
 def _prompts(ctx: ExportContext):
@@ -72,12 +70,8 @@ def rows(ctx: ExportContext) -> Iterator[Row]:
             prompt = [{"role": "user", "content": text}]
             if parent_role == Message.Role.SYSTEM:
                 prompt.insert(0, {"role": "system", "content": parent_text})
-            key = hashlib.blake2b(
-                "\x00".join(
-                    SPACE.sub(" ", m["content"]).strip().casefold() for m in prompt
-                ).encode(),
-                digest_size=16,
-            ).digest()
+            folded = "\x00".join(normalise(m["content"]) for m in prompt)
+            key = hashlib.blake2b(folded.encode(), digest_size=16).digest()
             if key in seen:
                 ctx.count("duplicate_prompts")
                 continue

@@ -36,6 +36,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.template.defaultfilters import filesizeformat
 
 from annotations.models import Project
+from annotations.text import normalise
 from labelling.importers.bulk import insert_rows
 from labelling.importers.common import (
     DATASET_NAME_RULE,
@@ -49,7 +50,7 @@ from labelling.importers.common import (
     default_dataset_name,
 )
 from labelling.importers.dialogues import _parse_dialogues, _store_dialogues
-from labelling.importers.prompts import _parse_csv, _parse_jsonl, _store_prompts, normalise
+from labelling.importers.prompts import _parse_csv, _parse_jsonl, _store_prompts
 from labelling.importers.trees import _parse_oasst, _store_trees, ranked_groups
 
 __all__ = [

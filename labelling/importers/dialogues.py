@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from annotations.models import Conversation, Message, Project
 from annotations.services import NEXT_ROLES
+from annotations.text import normalise
 from labelling.importers.bulk import _lock, insert_rows
 from labelling.importers.common import (
     ImportProblem,
@@ -43,7 +44,6 @@ from labelling.importers.common import (
     _tags_field,
     _text_field,
 )
-from labelling.importers.prompts import normalise
 
 ROLES = (Message.Role.SYSTEM, Message.Role.USER, Message.Role.ASSISTANT)
 MESSAGE_KEYS = ("role", "content")

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotations.models import Conversation, Message, Project
 from annotations.selectors import prompt_pool
+from annotations.text import normalise
 from labelling.importers.bulk import _lock, insert_rows
 from labelling.importers.common import (
     FIRST_LINE,
@@ -34,11 +35,6 @@ class _Prompt:
     text: str
     lang: str
     tags: list[str]
-
-
-def normalise(text: str) -> str:
-    """The key two prompts share when they are duplicates: whitespace and case do not count."""
-    return " ".join(text.split()).casefold()
 
 
 def _prompt_from(record: dict, line: int, rules: _Rules, problems: list) -> _Prompt | None:

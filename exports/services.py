@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from annotations.access import AccessDenied, can
 from annotations.models import ModelVersion, Project
+from annotations.queueing import queue_depth, send_after_commit
 from exports.builders import BUILDERS, ExportContext
 from exports.builders.common import resolve_annotators
 from exports.choices import ExportChoices, ExportKind
@@ -125,7 +126,7 @@ def export_request(
 def _queue(snapshot_id: int) -> None:
     from exports.tasks import build_export
 
-    transaction.on_commit(lambda: build_export.delay(snapshot_id))
+    send_after_commit(lambda: build_export.delay(snapshot_id), what=f"export {snapshot_id}")
 
 
 def export_write(
@@ -388,6 +389,28 @@ def exports_requeue_stuck() -> tuple[int, int]:
                 _queue(snapshot.pk)
                 requeued += 1
     return requeued, failed
+
+
+EXPORT_QUEUE = "default"
+
+
+def exports_resend_lost() -> int:
+    """Send queued snapshots again whose broker message was lost (a broker restart without
+    persistence, a send while it was down): queued for QUEUED_RESEND_SECONDS while the default
+    queue holds no message. A second delivery of one still on its way does nothing."""
+    cutoff = timezone.now() - dt.timedelta(seconds=_settings().get("QUEUED_RESEND_SECONDS", 120))
+    lost = list(
+        ExportSnapshot.objects.filter(state=State.QUEUED, created_at__lt=cutoff)
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    )
+    if not lost or queue_depth(EXPORT_QUEUE) != 0:
+        return 0
+    from exports.tasks import build_export
+
+    for snapshot_id in lost:
+        build_export.delay(snapshot_id)
+    return len(lost)
 
 
 def export_open(snapshot: ExportSnapshot, split: str):

@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from exports.services import export_build, exports_requeue_stuck
+from exports.services import export_build, exports_requeue_stuck, exports_resend_lost
 
 logger = logging.getLogger(__name__)
 
@@ -25,4 +25,7 @@ def requeue_stuck_exports() -> tuple[int, int]:
     requeued, failed = exports_requeue_stuck()
     if requeued or failed:
         logger.warning("Stuck exports: %d requeued, %d failed", requeued, failed)
+    resent = exports_resend_lost()
+    if resent:
+        logger.warning("Queued exports whose message was lost: %d sent again", resent)
     return requeued, failed

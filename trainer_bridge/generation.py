@@ -21,6 +21,7 @@ from django.db.models import Case, F, IntegerField, Value, When
 from django.utils import timezone
 
 from annotations.models import Conversation, GenerationRequest, Message, ModelVersion, Project
+from annotations.queueing import queue_depth, send_after_commit
 from annotations.services import conversation_start, message_add
 from trainer_bridge.selectors import messages_by_request
 
@@ -194,7 +195,7 @@ def generation_request_from_messages(
 def _enqueue_after_commit(request_id: int) -> None:
     from trainer_bridge.tasks import generate
 
-    transaction.on_commit(lambda: generate.delay(request_id))
+    send_after_commit(lambda: generate.delay(request_id), what=f"generation {request_id}")
 
 
 @dataclass(frozen=True)
@@ -446,3 +447,31 @@ def generations_requeue_stuck(*, now=None) -> tuple[int, int]:
             _enqueue_after_commit(request.pk)
     GenerationRequest.objects.bulk_update(stuck, ["state", "finished_at", "error", "started_at"])
     return requeued, failed
+
+
+GENERATION_QUEUE = "gpu"
+
+
+def generations_resend_lost(*, now=None) -> int:
+    """Send queued requests again whose broker message was lost; returns how many.
+
+    The database says what is queued; the broker only carries the wake-up call, and a Redis
+    restart without persistence (or a send while it was down) loses it. A request queued for
+    QUEUED_RESEND_SECONDS while the gpu queue holds no message at all has no message left:
+    it is sent again (a second delivery of one that was still on its way does nothing).
+    """
+    config = generation_settings()
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=config.get("QUEUED_RESEND_SECONDS", 120))
+    lost = list(
+        GenerationRequest.objects.filter(state=State.QUEUED, queued_at__lt=cutoff)
+        .order_by("queued_at")
+        .values_list("pk", flat=True)
+    )
+    if not lost or queue_depth(GENERATION_QUEUE) != 0:
+        return 0
+    from trainer_bridge.tasks import generate
+
+    for request_id in lost:
+        generate.delay(request_id)
+    return len(lost)

@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from trainer_bridge.generation import generations_requeue_stuck
+from trainer_bridge.generation import generations_requeue_stuck, generations_resend_lost
 from trainer_bridge.worker import process_generation
 
 logger = logging.getLogger(__name__)
@@ -32,4 +32,7 @@ def requeue_stuck_generations() -> tuple[int, int]:
     requeued, failed = generations_requeue_stuck()
     if requeued or failed:
         logger.warning("Stuck generation requests: %d requeued, %d failed", requeued, failed)
+    resent = generations_resend_lost()
+    if resent:
+        logger.warning("Queued generation requests whose message was lost: %d sent again", resent)
     return requeued, failed

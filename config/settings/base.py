@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A database that goes away mid-request answers 503 with Retry-After, not 500.
+    "config.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -86,6 +88,9 @@ DATABASES = {
 }
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# A persistent connection is checked before a request reuses it: after a database restart the
+# first request of each web process reconnects instead of failing.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the worker share the file: wait for locks instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -158,8 +163,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     # Requests per user (by token or session) and per IP for anonymous callers.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        # DRF's anon and user limits, letting requests through while the cache is unreachable.
+        "config.throttles.AnonThrottle",
+        "config.throttles.UserThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "user": env.str("API_THROTTLE_USER", default="2000/min"),
@@ -207,7 +213,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # An unacknowledged message returns to the queue after this long (a worker died holding it).
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+        # A broker that cannot be reached fails a send within seconds instead of hanging the
+        # request that sends (the work stays queued in the database; the watchdogs send it).
+        "socket_connect_timeout": 3,
     }
 CELERY_BEAT_SCHEDULE = {
     "expire-task-leases": {
@@ -255,6 +264,10 @@ PARLEY = {
         # A request running longer than this is taken to have lost its worker and is requeued.
         "RUNNING_TIMEOUT_SECONDS": env.int("PARLEY_GENERATION_TIMEOUT_SECONDS", default=600),
         "MAX_ATTEMPTS": env.int("PARLEY_GENERATION_MAX_ATTEMPTS", default=3),
+        # Requests queued this long while the broker's gpu queue is empty lost their message
+        # (a broker restart without persistence, a send while it was down): the watchdog sends
+        # them again.
+        "QUEUED_RESEND_SECONDS": env.int("PARLEY_GENERATION_RESEND_SECONDS", default=120),
         # Models one worker process keeps loaded (least recently used evicted).
         "MAX_LOADED_MODELS": env.int("PARLEY_MAX_LOADED_MODELS", default=2),
         # Top-p sorts only this many most likely tokens of each row (sorting the whole vocabulary
@@ -276,6 +289,9 @@ PARLEY = {
         # again, and failed with the reason after MAX_ATTEMPTS.
         "STALE_SECONDS": env.int("PARLEY_EXPORT_STALE_SECONDS", default=120),
         "MAX_ATTEMPTS": env.int("PARLEY_EXPORT_MAX_ATTEMPTS", default=3),
+        # Exports queued this long while the broker's default queue is empty lost their
+        # message: the watchdog sends them again.
+        "QUEUED_RESEND_SECONDS": env.int("PARLEY_EXPORT_RESEND_SECONDS", default=120),
     },
     "COMPARISONS": {
         # A ranking set draws at most this many times K samples (its first round plus

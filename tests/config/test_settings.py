@@ -79,7 +79,7 @@ def test_production_sends_security_headers_and_serves_json_only():
         assert f"{feature}=()" in values["pp"]
     assert values["renderers"] == ["rest_framework.renderers.JSONRenderer"]
     assert values["type"] == "application/json"
-    assert "rest_framework.throttling.UserRateThrottle" in values["throttles"]
+    assert "config.throttles.UserThrottle" in values["throttles"]
     assert values["axes"] == [True, 10, "axes.backends.AxesStandaloneBackend"]
 
 

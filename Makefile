@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_DIR ?= var/models/tiny
+# Development settings for everything make starts; the server entry points (config.wsgi,
+# config.asgi, the Celery app) default to production ones.
+export DJANGO_SETTINGS_MODULE ?= config.settings.base
 
 .PHONY: run setup test lint format vendor clean
 
@@ -10,7 +13,7 @@ run: setup
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/python manage.py make_tiny_model $(MODEL_DIR) --project demo
+	$(BIN)/python manage.py make_tiny_model $(MODEL_DIR) --project demo --keep-chosen
 	PYTHON=$(BIN)/python scripts/run_dev.sh
 
 setup: $(VENV)/.installed

@@ -4,7 +4,9 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+# Production unless told otherwise: a server started without settings must not come up with
+# the development defaults (DEBUG, a known secret key). Development sets its own (make run).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 app = Celery("parley")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -7,7 +7,9 @@ from importlib import import_module
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+# Production unless told otherwise: a server started without settings must not come up with
+# the development defaults (DEBUG, a known secret key). Development sets its own (make run).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 application = get_wsgi_application()
 
 # Import every view now rather than on the first request, then take what is loaded out of the

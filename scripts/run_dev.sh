@@ -5,6 +5,8 @@ set -euo pipefail
 PYTHON=${PYTHON:-.venv/bin/python}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
+# The Celery app and the server entry points default to production settings: say development.
+export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings.base}
 
 "$PYTHON" -m celery -A config worker -B -Q default,gpu,train --pool threads --concurrency 4 \
     --loglevel INFO --hostname "dev@%h" &

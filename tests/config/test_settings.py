@@ -99,3 +99,22 @@ def test_queues_and_routes():
     assert "labelling.tasks.expire_task_leases" in {
         entry["task"] for entry in app.conf.beat_schedule.values()
     }
+
+
+@pytest.mark.parametrize("entry_point", ["config.wsgi", "config.asgi", "config.celery"])
+def test_server_entry_points_default_to_production_settings(entry_point):
+    """Started without DJANGO_SETTINGS_MODULE, a server gets production settings, which refuse
+    to start without a secret key, rather than development's DEBUG and known key."""
+    env = {k: v for k, v in os.environ.items() if k not in GOOD_ENV}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["PARLEY_VAR_DIR"] = str(Path(settings.VAR_DIR) / "prod-check")
+    script = (
+        f"import os, {entry_point}; from django.conf import settings; "
+        "print(os.environ['DJANGO_SETTINGS_MODULE']); settings.DEBUG"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr, result.stderr[-2000:]

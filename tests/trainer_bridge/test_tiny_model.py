@@ -250,6 +250,27 @@ def test_make_tiny_model_registers_models_and_wires_the_project(tmp_path):
 
 
 @pytest.mark.django_db
+def test_keep_chosen_leaves_the_models_a_lead_chose(copied_model):
+    project = Project.objects.create(slug="alpha", name="Alpha")
+    chosen = ModelVersion.objects.create(name="lead-choice", source="x", kind="policy")
+    project.draft_model = chosen
+    project.save()
+    project.candidate_models.add(chosen)
+
+    output = _make(str(copied_model), project="alpha", keep_chosen=True)
+
+    project.refresh_from_db()
+    assert project.draft_model == chosen
+    assert list(project.candidate_models.all()) == [chosen]
+    assert "keeps its models" in output
+    # A project with no draft model yet gets the tiny one, as on the first `make run`.
+    fresh = Project.objects.create(slug="fresh", name="Fresh")
+    _make(str(copied_model), project="fresh", keep_chosen=True)
+    fresh.refresh_from_db()
+    assert fresh.draft_model.name == "tiny-policy"
+
+
+@pytest.mark.django_db
 def test_make_tiny_model_reuses_a_built_model_under_another_prefix(copied_model):
     output = _make(str(copied_model), name_prefix="demo")
 

@@ -32,7 +32,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", help="Directory to build into; policy/ and reward/ go inside.")
         parser.add_argument("--seed", type=int, default=0, help="Seed for corpus and weights.")
-        parser.add_argument("--project", help="Slug of a project to use the policy as its draft.")
+        parser.add_argument(
+            "--project", help="Slug of a project to use the policy as its draft and candidate model."
+        )
+        parser.add_argument(
+            "--keep-chosen",
+            action="store_true",
+            help="With --project: leave a project that already has a draft model as it is (a lead "
+            "chose its models); `make run` passes this on every start.",
+        )
         parser.add_argument("--name-prefix", default="tiny", help="ModelVersion name prefix.")
         parser.add_argument(
             "--force", action="store_true", help="Rebuild even if PATH already holds a model."
@@ -90,7 +98,12 @@ class Command(BaseCommand):
                     parent=policy,
                     notes=_notes(paths.reward),
                 )
-                if project is not None:
+                keep = (
+                    project is not None
+                    and options["keep_chosen"]
+                    and project.draft_model_id not in (None, policy.pk)
+                )
+                if project is not None and not keep:
                     project_use_model(project=project, model_version=policy)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
@@ -103,7 +116,12 @@ class Command(BaseCommand):
             )
         self.stdout.write(f"Sample reply to {SAMPLE_PROMPT!r}: {sample!r}")
         self.stdout.write(f"Reward for that reply: {reward_score:.4f}")
-        if project is not None:
+        if project is not None and keep:
+            self.stdout.write(
+                f"Project {project.slug} keeps its models (drafts with {project.draft_model}); "
+                "not changed."
+            )
+        elif project is not None:
             self.stdout.write(f"Project {project.slug} now drafts with {policy.name}.")
         self.stdout.write(self.style.SUCCESS("Tiny model ready."))
 

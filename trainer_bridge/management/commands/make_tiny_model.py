@@ -33,7 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("path", help="Directory to build into; policy/ and reward/ go inside.")
         parser.add_argument("--seed", type=int, default=0, help="Seed for corpus and weights.")
         parser.add_argument(
-            "--project", help="Slug of a project to use the policy as its draft and candidate model."
+            "--project", help="Slug of a project to draft with the policy (and sample candidates)."
         )
         parser.add_argument(
             "--keep-chosen",

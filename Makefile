@@ -3,9 +3,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_DIR ?= var/models/tiny
-# Development settings for everything make starts; the server entry points (config.wsgi,
-# config.asgi, the Celery app) default to production ones.
-export DJANGO_SETTINGS_MODULE ?= config.settings.base
 
 .PHONY: run setup test lint format vendor clean
 

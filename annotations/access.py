@@ -13,7 +13,7 @@ from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
 from annotations.compiled import CompiledQuery
-from annotations.models import GenerationRequest, Membership, ModelVersion, Project
+from annotations.models import Membership, ModelVersion, Project
 
 Role = Membership.Role
 
@@ -76,7 +76,11 @@ def model_versions_used_by(projects: QuerySet[Project]) -> QuerySet[ModelVersion
                 "modelversion_id"
             )
         )
-        | Q(pk__in=GenerationRequest.objects.filter(project_id__in=ids).values("model_version_id"))
+        # Generation requests are the trainer bridge's (which this core never imports): reached
+        # by the name of their relation to ModelVersion.
+        | Q(
+            pk__in=ModelVersion.objects.filter(generation_requests__project_id__in=ids).values("pk")
+        )
     )
 
 
@@ -153,35 +157,3 @@ def project_for_member(
 
 def members_with_roles(project: Project, roles: Iterable[str]) -> QuerySet[Membership]:
     return project.memberships.filter(role__in=list(roles)).select_related("user")
-
-
-def generation_for_member(
-    user: AbstractBaseUser | AnonymousUser,
-    pk: int,
-    *,
-    capability: str | None = None,
-    queryset: QuerySet[GenerationRequest] | None = None,
-) -> GenerationRequest:
-    """The generation request if `user` may see it (Http404 otherwise).
-
-    Members who may generate see every request of their project; other members see only their
-    own (a trainer's drafts). With `capability`, members lacking it get AccessDenied.
-    A request of another project (or an inactive one) gets the very same 404 as an id that
-    does not exist, so ids do not tell outsiders what exists.
-    """
-    not_found = Http404("No such generation request.")
-    queryset = queryset if queryset is not None else GenerationRequest.objects.all()
-    generation = queryset.select_related("project").filter(pk=pk).first()
-    if generation is None:
-        raise not_found
-    try:
-        project = project_for_member(user, generation.project.slug, capability=capability)
-    except Http404:
-        raise not_found from None
-    if (
-        capability is None
-        and generation.requested_by_id != user.pk
-        and not can(user, project, "generate")
-    ):
-        raise not_found
-    return generation

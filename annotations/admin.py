@@ -16,7 +16,6 @@ from annotations.access import (
 from annotations.admin_scoping import ProjectScopedAdmin, ScopedAdmin, ScopedInline
 from annotations.models import (
     Conversation,
-    GenerationRequest,
     Label,
     Membership,
     Message,
@@ -114,9 +113,7 @@ class MessageAdmin(ProjectScopedAdmin):
     ]
     list_filter = ["role", "is_synthetic", ("conversation__project", Related)]
     search_fields = ["text", "external_id"]
-    raw_id_fields = [
-        "conversation", "parent", "author_user", "author_model", "draft", "generation_request",
-    ]  # fmt: skip
+    raw_id_fields = ["conversation", "parent", "author_user", "author_model", "draft"]
     list_select_related = ["conversation", "author_user", "author_model"]
 
 
@@ -167,18 +164,6 @@ class LabelAdmin(ProjectScopedAdmin):
     list_display = ["id", "message", "name", "value", "annotator", "created_at"]
     list_filter = ["name"]
     raw_id_fields = ["message", "annotator"]
-
-
-@admin.register(GenerationRequest)
-class GenerationRequestAdmin(ProjectScopedAdmin):
-    list_display = [
-        "id", "project", "purpose", "model_version", "n", "state", "attempts", "queued_at",
-        "finished_at",
-    ]  # fmt: skip
-    list_filter = ["state", "purpose", ("project", Related), ("model_version", Related)]
-    search_fields = ["error"]
-    raw_id_fields = ["context", "requested_by"]
-    readonly_fields = ["queued_at", "started_at", "finished_at", "error", "worker"]
 
 
 @admin.register(PromptReport)

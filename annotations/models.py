@@ -1,5 +1,5 @@
 """The data every other app builds on: projects and their members, models, conversation trees,
-ranking sets and rankings, labels, reports on prompts, and requests for model-written text.
+ranking sets and rankings, labels and reports on prompts.
 
 Projects and memberships live here rather than in `labelling` because every other package
 (exports, the trainer bridge) scopes its data and its access checks by project, and
@@ -241,62 +241,6 @@ class Conversation(models.Model):
         return f"Conversation {self.pk} ({self.source})"
 
 
-class GenerationRequest(models.Model):
-    """A request for model-written drafts or candidates after a context message."""
-
-    class Purpose(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        CANDIDATES = "candidates", "Candidates"
-
-    class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="generations")
-    context = models.ForeignKey(
-        "Message",
-        on_delete=models.CASCADE,
-        related_name="generation_requests",
-        help_text="The last message of the context; replies become its children.",
-    )
-    model_version = models.ForeignKey(
-        ModelVersion, on_delete=models.PROTECT, related_name="generation_requests"
-    )
-    purpose = models.CharField(max_length=16, choices=Purpose.choices)
-    n = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
-    params = models.JSONField(default=dict, blank=True)
-    state = models.CharField(
-        max_length=16, choices=State.choices, default=State.QUEUED, db_index=True
-    )
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
-    worker = models.CharField(max_length=200, blank=True)
-    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
-    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    queued_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-queued_at"]
-        indexes = [models.Index(fields=["state", "model_version", "queued_at"])]
-        constraints = [
-            models.CheckConstraint(condition=Q(n__gte=1), name="generation_n_positive"),
-            models.CheckConstraint(
-                condition=~Q(state="running") | Q(started_at__isnull=False),
-                name="generation_running_has_start",
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.purpose} x{self.n} from {self.model_version} ({self.state})"
-
-
 class Message(models.Model):
     """One turn. Alternatives are siblings; the author is a person or a model version."""
 
@@ -337,16 +281,6 @@ class Message(models.Model):
         help_text="The model-written draft a human reply started from.",
     )
     draft_edit_distance = models.PositiveIntegerField(null=True, blank=True)
-    generation_request = models.ForeignKey(
-        GenerationRequest,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="outputs",
-    )
-    output_index = models.PositiveSmallIntegerField(
-        null=True, blank=True, help_text="Which of the request's n outputs this is."
-    )
     external_id = models.CharField(max_length=200, blank=True)
     meta = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -382,11 +316,6 @@ class Message(models.Model):
                 condition=Q(draft__isnull=False) | Q(draft_edit_distance__isnull=True),
                 name="message_edit_distance_needs_draft",
             ),
-            models.UniqueConstraint(
-                fields=["generation_request", "output_index"],
-                condition=Q(generation_request__isnull=False),
-                name="message_one_per_generation_output",
-            ),
         ]
 
     def __str__(self) -> str:
@@ -419,12 +348,6 @@ class RankingSet(models.Model):
     rankings_needed = models.PositiveSmallIntegerField(default=3)
     rankings_count = models.PositiveSmallIntegerField(
         default=0, help_text="Rankings stored so far (kept in step by the ranking service)."
-    )
-    generation_requests = models.ManyToManyField(
-        GenerationRequest,
-        blank=True,
-        related_name="ranking_sets",
-        help_text="The requests sampling this set's candidates, while it is being assembled.",
     )
     authors = models.ManyToManyField(
         settings.AUTH_USER_MODEL,

@@ -1,10 +1,15 @@
-"""Finishing ranking sets: consensus order and agreement once enough rankings are in."""
+"""Ranking sets: creating them with their candidates, cancelling them, and finishing them with a
+consensus order and agreement once enough rankings are in."""
 
+from collections.abc import Sequence
+
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
-from annotations.models import RankingCandidate, RankingSet
+from annotations.models import Message, Project, RankingCandidate, RankingSet
+from annotations.selectors import thread_to
 
 State = RankingSet.State
 
@@ -44,3 +49,74 @@ def ranking_set_finalize(*, ranking_set: RankingSet) -> RankingSet:
         fields += ["state", "completed_at"]
     locked.save(update_fields=fields)
     return locked
+
+
+@transaction.atomic
+def ranking_set_create(
+    *,
+    project: Project,
+    context: Message,
+    rankings_needed: int,
+    candidates: Sequence[Message] = (),
+) -> RankingSet:
+    """A ranking set after `context`.
+
+    With `candidates` it collects rankings at once (see `ranking_set_collect`); without, it
+    waits in `sampling` until its candidates are given.
+    """
+    if context.conversation.project_id != project.pk:
+        raise ValidationError({"context": "The context belongs to another project."})
+    ranking_set = RankingSet.objects.create(
+        project=project,
+        context=context,
+        state=State.SAMPLING,
+        rankings_needed=rankings_needed,
+    )
+    if candidates:
+        ranking_set = ranking_set_collect(ranking_set=ranking_set, candidates=candidates)
+    return ranking_set
+
+
+@transaction.atomic
+def ranking_set_collect(*, ranking_set: RankingSet, candidates: Sequence[Message]) -> RankingSet:
+    """Give a set waiting in `sampling` its candidates, in the order given, and open it for
+    rankings. Whoever wrote the context or a candidate joins the set's authors, who never rank
+    it."""
+    if ranking_set.state != State.SAMPLING:
+        state = ranking_set.state
+        raise ValidationError(
+            {"state": f"Only a set waiting for candidates takes them; this one is {state}."}
+        )
+    if not candidates:
+        raise ValidationError({"candidates": "A ranking set needs candidates."})
+    if any(message.parent_id != ranking_set.context_id for message in candidates):
+        raise ValidationError({"candidates": "Every candidate must reply to the set's context."})
+    if len({message.pk for message in candidates}) != len(candidates):
+        raise ValidationError({"candidates": "A candidate appears twice."})
+    RankingCandidate.objects.bulk_create(
+        RankingCandidate(ranking_set=ranking_set, message=message, position=position)
+        for position, message in enumerate(candidates)
+    )
+    thread = thread_to(ranking_set.context)
+    authors = {m.author_user_id for m in [*thread, *candidates] if m.author_user_id}
+    ranking_set.authors.add(*authors)
+    ranking_set.state = State.COLLECTING
+    ranking_set.save(update_fields=["state"])
+    return ranking_set
+
+
+@transaction.atomic
+def ranking_set_resampled(*, ranking_set: RankingSet) -> RankingSet:
+    """Count one more round of samples asked for because duplicates left the set short of K."""
+    ranking_set.resamples += 1
+    ranking_set.save(update_fields=["resamples"])
+    return ranking_set
+
+
+@transaction.atomic
+def ranking_set_cancel(*, ranking_set: RankingSet, reason: str) -> RankingSet:
+    """Cancel a set that will never collect rankings; `reason` completes "Cancelled because"."""
+    ranking_set.state = State.CANCELLED
+    ranking_set.cancel_reason = f"Cancelled because {reason}"
+    ranking_set.save(update_fields=["state", "cancel_reason"])
+    return ranking_set

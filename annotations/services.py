@@ -1,5 +1,8 @@
 """Writes to conversation trees: starting conversations and adding turns in the right order."""
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -112,3 +115,43 @@ def message_add(
         draft_edit_distance=draft_edit_distance if draft is not None else None,
         meta=meta or {},
     )
+
+
+@dataclass(frozen=True)
+class GeneratedReplies:
+    """Replies one model wrote after one context message, in the order it wrote them."""
+
+    context: Message
+    model_version_id: int
+    texts: Sequence[str]
+
+
+@transaction.atomic
+def generated_replies_add(*, replies: Sequence[GeneratedReplies]) -> list[list[Message]]:
+    """Store model-written replies as assistant children of their contexts, all in one INSERT.
+
+    Returns each entry's messages in the order of its texts. The text is stored as the model
+    wrote it: the context was checked when the replies were asked for, and one reply refused here
+    would take every other reply of a worker's batch down with it.
+    """
+    messages = [
+        Message(
+            conversation_id=entry.context.conversation_id,
+            parent=entry.context,
+            role=Message.Role.ASSISTANT,
+            text=text,
+            lang=entry.context.lang,
+            depth=entry.context.depth + 1,
+            author_model_id=entry.model_version_id,
+            is_synthetic=True,
+        )
+        for entry in replies
+        for text in entry.texts
+    ]
+    Message.objects.bulk_create(messages)
+    stored: list[list[Message]] = []
+    start = 0
+    for entry in replies:
+        stored.append(messages[start : start + len(entry.texts)])
+        start += len(entry.texts)
+    return stored

@@ -281,13 +281,14 @@ def create_requests(args: argparse.Namespace, policy: Path, *, dtype: str):
 
 def run_baseline(generator, counter: CallCounter, requests) -> Result:
     """One `generate` call per request, for its n rows alone, on the already loaded model."""
-    from trainer_bridge.backends import Row, SamplingParams
+    from trainer_bridge.backends import Row
+    from trainer_bridge.sampling_params import SamplingParams
     from trainer_bridge.selectors import request_messages
 
     work = []
     for request in requests:
         ids = generator.encode_chat(request_messages(request))
-        sampling = SamplingParams.from_request(request.params)
+        sampling = SamplingParams.from_json(request.params)
         work.append(
             [Row(prompt_ids=ids, sampling=sampling, sample_index=i) for i in range(request.n)]
         )
@@ -311,7 +312,7 @@ def run_batched(counter: CallCounter, requests) -> tuple[Result, list, float]:
     """
     from django.db.models import Sum
 
-    from annotations.models import GenerationRequest
+    from trainer_bridge.models import GenerationRequest
     from trainer_bridge.worker import process_generation
 
     queued = GenerationRequest.objects.filter(state=GenerationRequest.State.QUEUED)
@@ -374,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         from django.conf import settings
         from django.db import connections
 
-        from trainer_bridge.backends import Row, SamplingParams, model_cache
+        from trainer_bridge.backends import Row, model_cache
+        from trainer_bridge.sampling_params import SamplingParams
 
         model_dir = args.model_dir or scratch_dir / "models" / args.config_size
         policy = build_policy(Path(model_dir), config_size=args.config_size)

@@ -30,28 +30,25 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from annotations.models import (
-    Conversation,
-    GenerationRequest,
-    Message,
-    ModelVersion,
-    Project,
-    RankingCandidate,
-    RankingSet,
+from annotations.models import Conversation, Message, ModelVersion, Project, RankingSet
+from annotations.rankings import (
+    ranking_set_cancel,
+    ranking_set_collect,
+    ranking_set_create,
+    ranking_set_resampled,
 )
 from annotations.reports import prompt_reports_keeping_out
-from annotations.selectors import thread_to
 from labelling.demonstrations import SCRATCH_KEY
-from labelling.models import Task
+from labelling.models import RankingSetSampling, Task
 from trainer_bridge.generation import generation_request_create
+from trainer_bridge.models import GenerationRequest
+from trainer_bridge.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
 CONTEXT_KINDS = ("prompt", "model_reply", "human_reply")
 ACTIVE_SET_STATES = (RankingSet.State.SAMPLING, RankingSet.State.COLLECTING)
 UNFINISHED_REQUEST_STATES = (GenerationRequest.State.QUEUED, GenerationRequest.State.RUNNING)
-# A seed is a 32-bit value (see trainer_bridge.generation.PARAM_RULES).
-SEED_MODULUS = 2**32
 
 
 def comparison_settings() -> dict:
@@ -144,17 +141,17 @@ def candidate_models(project: Project) -> list[ModelVersion]:
     return list(project.candidate_models.filter(kind=ModelVersion.Kind.POLICY).order_by("name"))
 
 
-def candidate_params(*, project: Project, model: ModelVersion, already_drawn: int = 0) -> dict:
+def candidate_params(
+    *, project: Project, model: ModelVersion, already_drawn: int = 0
+) -> SamplingParams:
     """The project's sampling settings overlaid with the model's own.
 
     With a fixed seed, each request of a set moves the seed on by the samples the set already
     drew: a seeded request repeats its samples exactly, so a second request to the same model
     (or to another name for the same weights) and a re-sample would otherwise repeat them too.
     """
-    params = {**(project.sampling or {}), **(project.candidate_sampling or {}).get(model.name, {})}
-    if already_drawn and isinstance(params.get("seed"), int):
-        params["seed"] = (params["seed"] + already_drawn) % SEED_MODULUS
-    return params
+    own = (project.candidate_sampling or {}).get(model.name)
+    return SamplingParams.for_project(project.sampling, own).with_seed_moved(already_drawn)
 
 
 def _request_samples(
@@ -226,11 +223,8 @@ def comparison_create(
             )
     else:
         _check_context(project=project, context=context)
-    ranking_set = RankingSet.objects.create(
-        project=project,
-        context=context,
-        state=RankingSet.State.SAMPLING,
-        rankings_needed=project.rankings_per_set,
+    ranking_set = ranking_set_create(
+        project=project, context=context, rankings_needed=project.rankings_per_set
     )
     with_human = project.include_human_reply and human_reply_to(context) is not None
     requests = _request_samples(
@@ -241,8 +235,21 @@ def comparison_create(
         drawn=0,
         requested_by=requested_by,
     )
-    ranking_set.generation_requests.add(*requests)
+    _samplings_add(ranking_set=ranking_set, requests=requests)
     return ranking_set
+
+
+def _samplings_add(*, ranking_set: RankingSet, requests: list[GenerationRequest]) -> None:
+    """Link `requests` to the set they sample candidates for."""
+    RankingSetSampling.objects.bulk_create(
+        RankingSetSampling(ranking_set=ranking_set, generation_request=request)
+        for request in requests
+    )
+
+
+def ranking_set_requests(ranking_set: RankingSet) -> QuerySet[GenerationRequest]:
+    """The generation requests that sample (or sampled) the set's candidates."""
+    return GenerationRequest.objects.filter(ranking_set_samplings__ranking_set=ranking_set)
 
 
 # ---------------------------------------------------------------------------- assembly
@@ -255,9 +262,7 @@ def normalised_text(text: str) -> str:
 
 def _cancel(ranking_set: RankingSet, reason: str) -> bool:
     logger.warning("Ranking set %s cancelled: %s", ranking_set.pk, reason)
-    ranking_set.state = RankingSet.State.CANCELLED
-    ranking_set.cancel_reason = f"Cancelled because {reason}"
-    ranking_set.save(update_fields=["state", "cancel_reason"])
+    ranking_set_cancel(ranking_set=ranking_set, reason=reason)
     return False
 
 
@@ -278,7 +283,7 @@ def comparison_assemble(*, ranking_set: RankingSet) -> bool:
     if locked.state != RankingSet.State.SAMPLING:
         return locked.state in (RankingSet.State.COLLECTING, RankingSet.State.COMPLETE)
     project, context = locked.project, locked.context
-    requests = list(locked.generation_requests.order_by("id"))
+    requests = list(ranking_set_requests(locked).order_by("id"))
     if any(request.state in UNFINISHED_REQUEST_STATES for request in requests):
         return False
     if not requests:
@@ -289,8 +294,8 @@ def comparison_assemble(*, ranking_set: RankingSet) -> bool:
 
     wanted = project.replies_per_set
     human = human_reply_to(context) if project.include_human_reply else None
-    outputs = Message.objects.filter(generation_request__in=requests).order_by(
-        "generation_request_id", "output_index"
+    outputs = Message.objects.filter(generation_output__request__in=requests).order_by(
+        "generation_output__request_id", "generation_output__output_index"
     )
     kept: list[Message] = []
     seen: set[str] = set()
@@ -326,9 +331,8 @@ def comparison_assemble(*, ranking_set: RankingSet) -> bool:
             drawn=total,
             requested_by=requests[0].requested_by,
         )
-        locked.generation_requests.add(*more)
-        locked.resamples += 1
-        locked.save(update_fields=["resamples"])
+        _samplings_add(ranking_set=locked, requests=more)
+        ranking_set_resampled(ranking_set=locked)
         logger.info(
             "Ranking set %s: %d distinct of %d; asked for %d more",
             locked.pk, len(kept), wanted, sum(r.n for r in more),
@@ -338,19 +342,12 @@ def comparison_assemble(*, ranking_set: RankingSet) -> bool:
     # A human reply, when included, always stays; surplus samples are dropped from the end.
     candidates = kept[:wanted]
     random.shuffle(candidates)
-    RankingCandidate.objects.bulk_create(
-        RankingCandidate(ranking_set=locked, message=message, position=position)
-        for position, message in enumerate(candidates)
-    )
-    authors = {m.author_user_id for m in [*thread_to(context), *candidates] if m.author_user_id}
-    locked.authors.add(*authors)
+    ranking_set_collect(ranking_set=locked, candidates=candidates)
     existing = Task.objects.filter(ranking_set=locked, kind=Task.Kind.RANKING).count()
     Task.objects.bulk_create(
         Task(project=project, kind=Task.Kind.RANKING, ranking_set=locked)
         for _ in range(locked.rankings_needed - existing)
     )
-    locked.state = RankingSet.State.COLLECTING
-    locked.save(update_fields=["state"])
     return True
 
 
@@ -358,7 +355,7 @@ def ranking_sets_ready_to_assemble() -> QuerySet[RankingSet]:
     """Sampling sets none of whose requests is still queued or running."""
     return (
         RankingSet.objects.filter(state=RankingSet.State.SAMPLING)
-        .exclude(generation_requests__state__in=UNFINISHED_REQUEST_STATES)
+        .exclude(samplings__generation_request__state__in=UNFINISHED_REQUEST_STATES)
         .order_by("created_at", "id")
     )
 

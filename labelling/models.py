@@ -1,10 +1,12 @@
-"""Units of work handed to trainers, with their leases and autosaved drafts."""
+"""Units of work handed to trainers, with their leases and autosaved drafts; the generation
+requests that sample each ranking set."""
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from annotations.models import Conversation, Message, Project, RankingSet
+from trainer_bridge.models import GenerationRequest
 
 
 class Task(models.Model):
@@ -118,3 +120,23 @@ class TaskSkip(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} skipped task {self.task_id}"
+
+
+class RankingSetSampling(models.Model):
+    """A generation request that samples candidates for a ranking set while it is assembled."""
+
+    ranking_set = models.ForeignKey(RankingSet, on_delete=models.CASCADE, related_name="samplings")
+    generation_request = models.ForeignKey(
+        GenerationRequest, on_delete=models.CASCADE, related_name="ranking_set_samplings"
+    )
+
+    class Meta:
+        ordering = ["ranking_set", "generation_request"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ranking_set", "generation_request"], name="ranking_set_sampling_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Generation {self.generation_request_id} samples set {self.ranking_set_id}"

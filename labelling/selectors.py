@@ -7,9 +7,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Exists, OuterRef
 
 from annotations.access import capabilities_of, projects_for_user
-from annotations.models import Conversation, GenerationRequest, Membership, Project, RankingSet
+from annotations.models import Conversation, Membership, Project, RankingSet
 from annotations.reports import prompt_reports_keeping_out
 from labelling.models import Task
+from trainer_bridge.models import GenerationRequest
 
 
 @dataclass

@@ -10,15 +10,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.access import project_for_member
-from annotations.models import GenerationRequest, Message, ModelVersion, Project
+from annotations.models import Message, ModelVersion, Project
 from annotations.selectors import thread_to
+from trainer_bridge.access import generation_for_member
 from trainer_bridge.generation import (
     generation_request_create,
     generation_request_from_messages,
     generation_request_retry,
 )
+from trainer_bridge.models import GenerationRequest
 from trainer_bridge.selectors import project_policy_models, queue_position, request_outputs
-from trainer_bridge.views import generation_for_member
 
 TAGS = ["generations"]
 
@@ -56,9 +57,9 @@ class GenerationDetailApi(APIView):
                 ref_name = "GenerationContextTurn"
 
         class GeneratedSerializer(serializers.Serializer):
-            id = serializers.IntegerField()
+            id = serializers.IntegerField(source="message_id")
             index = serializers.IntegerField(source="output_index")
-            text = serializers.CharField()
+            text = serializers.CharField(source="message.text")
 
             class Meta:
                 ref_name = "GenerationOutput"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from trainer_bridge.loading import load_policy, quiet_progress_bars
 from trainer_bridge.sampling import DEFAULT_CANDIDATES, row_seed, sample_tokens
+from trainer_bridge.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
     import torch
@@ -29,31 +30,6 @@ if TYPE_CHECKING:
 
 class GenerationOutOfMemory(RuntimeError):
     """The device ran out of memory for this batch; a smaller batch may fit."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample one row; temperature 0 means greedy, top_k 0 and top_p 1 mean no cut."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 256
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-
-    @classmethod
-    def from_request(cls, params: dict) -> SamplingParams:
-        """The parameters of a request's `params` (already cleaned), defaults for the rest."""
-        seed = params.get("seed")
-        return cls(
-            temperature=float(params.get("temperature", 1.0)),
-            top_p=float(params.get("top_p", 1.0)),
-            top_k=int(params.get("top_k", 0)),
-            max_new_tokens=int(params.get("max_new_tokens", 256)),
-            repetition_penalty=float(params.get("repetition_penalty", 1.0)),
-            seed=None if seed is None else int(seed),
-        )
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@ its outputs."""
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
-from annotations.models import GenerationRequest, Message, ModelVersion, Project
+from annotations.models import Message, ModelVersion, Project
+from trainer_bridge.models import GenerationOutput, GenerationRequest
 
 State = GenerationRequest.State
 
@@ -65,5 +66,11 @@ def queue_position(request: GenerationRequest) -> int | None:
     )
 
 
-def request_outputs(request: GenerationRequest) -> QuerySet[Message]:
+def request_outputs(request: GenerationRequest) -> QuerySet[GenerationOutput]:
+    """The request's outputs in order, each with its message."""
     return request.outputs.order_by("output_index")
+
+
+def ordered_outputs() -> Prefetch:
+    """A request's outputs (with their messages) in order, for `prefetch_related`."""
+    return Prefetch("outputs", queryset=GenerationOutput.objects.order_by("output_index"))

@@ -1,10 +1,16 @@
-"""Celery tasks of the trainer bridge: generation on the gpu queue, and its watchdog."""
+"""Celery tasks of the trainer bridge: generation on the gpu queue, and its watchdog.
+
+`generation_send` is how a request reaches the gpu queue; the services that queue requests
+(trainer_bridge.generation) and the watchdog both send through it. Nothing below this module
+(the worker, batches, the watchdog's functions) imports it: the dependency goes one way.
+"""
 
 import logging
 
 from celery import shared_task
 
-from trainer_bridge.generation import generations_requeue_stuck, generations_resend_lost
+from annotations.queueing import send_after_commit
+from trainer_bridge.watchdog import generations_requeue_stuck, generations_resend_lost
 from trainer_bridge.worker import process_generation
 
 logger = logging.getLogger(__name__)
@@ -27,12 +33,19 @@ def generate(request_id: int) -> dict:
     return report.__dict__
 
 
+def generation_send(request_id: int) -> None:
+    """Send `generate` for the request once the current transaction commits; a broker that is
+    down is logged and left to the watchdog (see annotations.queueing)."""
+    send_after_commit(lambda: generate.delay(request_id), what=f"generation {request_id}")
+
+
 @shared_task(name="trainer_bridge.tasks.requeue_stuck_generations", ignore_result=True)
 def requeue_stuck_generations() -> tuple[int, int]:
-    requeued, failed = generations_requeue_stuck()
+    requeued, failed = generations_requeue_stuck(send=generation_send)
     if requeued or failed:
         logger.warning("Stuck generation requests: %d requeued, %d failed", requeued, failed)
-    resent = generations_resend_lost()
+    # Not in a transaction: sent at once.
+    resent = generations_resend_lost(send=generate.delay)
     if resent:
         logger.warning("Queued generation requests whose message was lost: %d sent again", resent)
     return requeued, failed

@@ -1,42 +1,27 @@
 """Pages for generation requests: ask a model for replies, follow a request live, retry it."""
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from annotations import access
 from annotations.access import can, project_for_member
-from annotations.models import GenerationRequest, Message, ModelVersion, Project
+from annotations.models import Message, ModelVersion, Project
 from annotations.selectors import thread_to
+from trainer_bridge.access import generation_for_member
 from trainer_bridge.generation import (
     generation_request_from_messages,
     generation_request_retry,
 )
-from trainer_bridge.selectors import project_policy_models, queue_position
+from trainer_bridge.models import GenerationRequest
+from trainer_bridge.sampling_params import TEMPERATURE_MAX, SamplingParams, max_new_tokens_limit
+from trainer_bridge.selectors import ordered_outputs, project_policy_models, queue_position
 
 STATUS_TEMPLATE = "trainer_bridge/partials/_generation_status.html"
 RECENT_LIMIT = 20
-
-
-def generation_for_member(
-    user: AbstractBaseUser | AnonymousUser, pk: int, *, capability: str | None = None
-) -> GenerationRequest:
-    """The request with its outputs in order, if `user` may see it (see annotations.access)."""
-    queryset = GenerationRequest.objects.select_related(
-        "project", "model_version", "context"
-    ).prefetch_related(_ordered_outputs())
-    return access.generation_for_member(user, pk, capability=capability, queryset=queryset)
-
-
-def _ordered_outputs() -> Prefetch:
-    return Prefetch("outputs", queryset=Message.objects.order_by("output_index"))
 
 
 class GenerationForm(forms.Form):
@@ -61,13 +46,16 @@ class GenerationForm(forms.Form):
     }
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
-        sampling = project.sampling or {}
+        try:
+            defaults = SamplingParams.for_project(project.sampling)
+        except ValidationError:
+            defaults = None  # the project's settings are broken: submitting says where
         kwargs.setdefault(
             "initial",
             {
                 "model_version": project.draft_model_id,
-                "temperature": sampling.get("temperature"),
-                "max_new_tokens": sampling.get("max_new_tokens"),
+                "temperature": defaults.temperature if defaults else None,
+                "max_new_tokens": defaults.max_new_tokens if defaults else None,
             },
         )
         kwargs.setdefault("label_suffix", "")
@@ -76,12 +64,13 @@ class GenerationForm(forms.Form):
         limit = project.max_generations_per_request
         self.fields["n"].widget.attrs["max"] = limit
         self.fields["n"].help_text = f"At most {limit} in this project."
-        self.fields["temperature"].widget.attrs.update({"min": 0, "max": 5, "step": "any"})
-        self.fields["max_new_tokens"].widget.attrs.update(
-            {"min": 1, "max": settings.PARLEY["GENERATION"]["MAX_NEW_TOKENS"]}
+        self.fields["temperature"].widget.attrs.update(
+            {"min": 0, "max": TEMPERATURE_MAX, "step": "any"}
         )
+        self.fields["max_new_tokens"].widget.attrs.update({"min": 1, "max": max_new_tokens_limit()})
 
     def sampling_params(self) -> dict:
+        """The parameters the person set (a JSON object), to lay over the project's settings."""
         return {
             key: self.cleaned_data[key]
             for key in ("temperature", "max_new_tokens")
@@ -105,7 +94,7 @@ def recent_generations(project: Project) -> list[tuple[GenerationRequest, int | 
     requests = (
         GenerationRequest.objects.filter(project=project)
         .select_related("model_version", "context")
-        .prefetch_related(_ordered_outputs())
+        .prefetch_related(ordered_outputs())
         .order_by("-queued_at", "-id")[:RECENT_LIMIT]
     )
     return [(generation, queue_position(generation)) for generation in requests]

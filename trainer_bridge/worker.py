@@ -19,23 +19,22 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from annotations.models import GenerationRequest
 from trainer_bridge.backends import (
     GenerationOutOfMemory,
     LoadedGenerator,
     Row,
     Sample,
-    SamplingParams,
     model_cache,
 )
-from trainer_bridge.generation import (
+from trainer_bridge.batches import (
     ClaimedRequest,
     GenerationResult,
     generation_batch_claim,
     generation_request_fail,
     generation_results_store_batch,
-    sampling_params_check,
 )
+from trainer_bridge.models import GenerationRequest
+from trainer_bridge.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +55,10 @@ def worker_name() -> str:
 
 def request_cost(item: ClaimedRequest) -> int:
     """Tokens a request occupies in a batch: (prompt + new tokens) for each of its n samples."""
-    params = item.params if isinstance(item.params, dict) else {}
     try:
-        new_tokens = int(params.get("max_new_tokens", 256))
-    except (TypeError, ValueError, OverflowError):
-        new_tokens = 0  # not a number: the worker fails it before sampling, at no cost
-    new_tokens = max(0, min(new_tokens, settings.PARLEY["GENERATION"]["MAX_NEW_TOKENS"]))
+        new_tokens = SamplingParams.from_json(item.params).max_new_tokens
+    except ValidationError:
+        new_tokens = 0  # the worker fails it before sampling, at no cost
     return item.n * (len(item.prompt_ids) + new_tokens)
 
 
@@ -108,7 +105,7 @@ def run_batch(
     for item in claimed:
         try:
             # Checked again: a request stored before today's rules may hold anything.
-            sampling = SamplingParams.from_request(sampling_params_check(item.params))
+            sampling = SamplingParams.from_json(item.params)
             ids = item.prompt_ids or generator.encode_chat(item.messages)
         except SoftTimeLimitExceeded:
             raise

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from annotations.models import Conversation, GenerationRequest, Message
+from annotations.models import Conversation, Message
 from annotations.services import conversation_start, message_add
 from labelling.assignment import task_renew
 from labelling.demonstrations.dialogue import (
@@ -24,12 +24,14 @@ from labelling.demonstrations.dialogue import (
 )
 from labelling.models import Task
 from trainer_bridge.generation import generation_request_create
+from trainer_bridge.models import GenerationRequest
 
 # ---------------------------------------------------------------- drafts and scratch turns
 
 
 def _is_project_draft(message: Message, task: Task) -> bool:
-    request = message.generation_request
+    output = getattr(message, "generation_output", None)  # None: not a model's output
+    request = output.request if output is not None else None
     return (
         message.role == ASSISTANT
         and message.author_model_id is not None
@@ -40,7 +42,7 @@ def _is_project_draft(message: Message, task: Task) -> bool:
 
 
 def _drafts(task: Task, ids: list[int]) -> dict[int, Message]:
-    found = Message.objects.filter(pk__in=ids).select_related("generation_request")
+    found = Message.objects.filter(pk__in=ids).select_related("generation_output__request")
     return {m.pk: m for m in found if _is_project_draft(m, task)}
 
 

@@ -15,7 +15,7 @@ from django_htmx.http import trigger_client_event
 
 import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from annotations.access import project_for_member
-from annotations.models import Conversation, GenerationRequest, Message, PromptReport
+from annotations.models import Conversation, Message, PromptReport
 from annotations.selectors import thread_to
 from annotations.text import parse_json
 from labelling import demonstrations as demo
@@ -29,6 +29,7 @@ from labelling.assignment import (
 )
 from labelling.models import Task
 from labelling.views.pages import claim_for_page
+from trainer_bridge.models import GenerationRequest
 from trainer_bridge.selectors import queue_position
 
 PAGE = "labelling/demonstration.html"

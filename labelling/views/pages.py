@@ -9,9 +9,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.authtoken.models import Token
 
 from annotations.access import project_for_member
-from annotations.models import GenerationRequest, Project
+from annotations.models import Project
 from labelling.assignment import TaskConflict, task_claim_next
 from labelling.selectors import project_queues, projects_with_queues
+from trainer_bridge.models import GenerationRequest
 
 
 def claim_for_page(

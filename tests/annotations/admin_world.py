@@ -7,7 +7,6 @@ from django.db.models import Model
 
 from annotations.models import (
     Conversation,
-    GenerationRequest,
     Label,
     Membership,
     Message,
@@ -17,12 +16,13 @@ from annotations.models import (
     RankingCandidate,
     RankingSet,
 )
-from labelling.models import Task, TaskSkip
+from labelling.models import RankingSetSampling, Task, TaskSkip
 from tests.factories import MembershipFactory, ModelVersionFactory, ProjectFactory, UserFactory
+from trainer_bridge.models import GenerationOutput, GenerationRequest
 
 # What a lead is given by `seed_demo`, plus the auth permissions someone might add: scoping must
 # hold even for a lead whose permissions are generous.
-LEAD_PERMISSION_APPS = ["annotations", "labelling", "auth", "authtoken"]
+LEAD_PERMISSION_APPS = ["annotations", "labelling", "trainer_bridge", "auth", "authtoken"]
 
 
 @dataclass
@@ -74,15 +74,15 @@ def _side(slug: str, name: str, lead, model: ModelVersion, shared: ModelVersion)
             text=f"{name} reply {i}",
             author_model=model,
             is_synthetic=True,
-            generation_request=generation,
-            output_index=i,
         )
         for i in range(2)
     ]
+    for i, reply in enumerate(replies):
+        GenerationOutput.objects.create(request=generation, message=reply, output_index=i)
     ranking_set = RankingSet.objects.create(project=project, context=prompt, rankings_needed=1)
     for position, reply in enumerate(replies):
         RankingCandidate.objects.create(ranking_set=ranking_set, message=reply, position=position)
-    ranking_set.generation_requests.add(generation)
+    RankingSetSampling.objects.create(ranking_set=ranking_set, generation_request=generation)
     ranking_set.authors.add(trainer)
     ranking = Ranking.objects.create(
         ranking_set=ranking_set, annotator=trainer, order=[[replies[0].pk], [replies[1].pk]]

@@ -12,7 +12,6 @@ from rest_framework.authtoken.models import Token
 
 from annotations.models import (
     Conversation,
-    GenerationRequest,
     Label,
     Membership,
     Message,
@@ -25,6 +24,7 @@ from annotations.models import (
 from annotations.services import conversation_start
 from tests.annotations.admin_world import World
 from tests.factories import UserFactory
+from trainer_bridge.models import GenerationRequest
 
 pytestmark = pytest.mark.django_db
 

@@ -1,11 +1,19 @@
-"""Finishing a ranking set: consensus and agreement once its N rankings are in."""
+"""Ranking sets: creating them with their candidates, cancelling them, and finishing them with
+consensus and agreement once their N rankings are in."""
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from annotations.models import Message, Ranking, RankingCandidate, RankingSet
-from annotations.rankings import ranking_set_finalize
+from annotations.rankings import (
+    ranking_set_cancel,
+    ranking_set_collect,
+    ranking_set_create,
+    ranking_set_finalize,
+    ranking_set_resampled,
+)
 from annotations.services import conversation_start, message_add
-from tests.factories import UserFactory
+from tests.factories import ModelVersionFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +114,63 @@ def test_sets_not_collecting_are_not_completed(ranking_set, state):
     RankingSet.objects.filter(pk=ranking_set.pk).update(state=state)
     result = ranking_set_finalize(ranking_set=ranking_set)
     assert result.state == state and result.consensus is None
+
+
+# ---------------------------------------------------------------------------- creation
+
+
+def _replies(project, trainer):
+    _, context = conversation_start(project=project, text="Name a colour.", created_by=trainer)
+    model = ModelVersionFactory()
+    written = message_add(parent=context, role="assistant", text="Blue.", author_user=trainer)
+    sampled = message_add(parent=context, role="assistant", text="Red.", author_model=model)
+    return context, [sampled, written]
+
+
+def test_a_set_created_with_its_candidates_collects_at_once(project, trainer):
+    context, candidates = _replies(project, trainer)
+
+    ranking_set = ranking_set_create(
+        project=project, context=context, rankings_needed=2, candidates=candidates
+    )
+
+    assert ranking_set.state == RankingSet.State.COLLECTING and ranking_set.rankings_needed == 2
+    entries = ranking_set.entries.order_by("position").values_list("message_id", flat=True)
+    assert list(entries) == [m.pk for m in candidates]
+    # The trainer wrote the context and a candidate: they never rank this set.
+    assert list(ranking_set.authors.all()) == [trainer]
+
+
+def test_a_set_without_candidates_waits_for_them_then_collects(project, trainer):
+    context, candidates = _replies(project, trainer)
+    ranking_set = ranking_set_create(project=project, context=context, rankings_needed=3)
+    assert ranking_set.state == RankingSet.State.SAMPLING and not ranking_set.entries.exists()
+
+    with pytest.raises(ValidationError, match="twice"):
+        ranking_set_collect(ranking_set=ranking_set, candidates=[candidates[0], candidates[0]])
+    _, elsewhere = conversation_start(project=project, text="Another prompt.")
+    stranger = message_add(parent=elsewhere, role="assistant", text="Green.")
+    with pytest.raises(ValidationError, match="reply to the set's context"):
+        ranking_set_collect(ranking_set=ranking_set, candidates=[*candidates, stranger])
+
+    ranking_set_collect(ranking_set=ranking_set, candidates=candidates)
+    ranking_set.refresh_from_db()
+    assert ranking_set.state == RankingSet.State.COLLECTING and ranking_set.entries.count() == 2
+    with pytest.raises(ValidationError, match="this one is collecting"):
+        ranking_set_collect(ranking_set=ranking_set, candidates=candidates)
+
+
+def test_a_set_of_another_projects_context_is_refused(project):
+    _, context = conversation_start(project=ProjectFactory(), text="Elsewhere.")
+    with pytest.raises(ValidationError, match="another project"):
+        ranking_set_create(project=project, context=context, rankings_needed=1)
+
+
+def test_cancelling_and_re_sampling_are_recorded(project, trainer):
+    context, _ = _replies(project, trainer)
+    ranking_set = ranking_set_create(project=project, context=context, rankings_needed=1)
+    ranking_set_resampled(ranking_set=ranking_set)
+    ranking_set_cancel(ranking_set=ranking_set, reason="the models keep repeating themselves.")
+    ranking_set.refresh_from_db()
+    assert ranking_set.resamples == 1 and ranking_set.state == RankingSet.State.CANCELLED
+    assert ranking_set.cancel_reason == "Cancelled because the models keep repeating themselves."

@@ -5,7 +5,12 @@ from django.core.exceptions import ValidationError
 
 from annotations.models import Message
 from annotations.selectors import thread_to
-from annotations.services import conversation_start, message_add
+from annotations.services import (
+    GeneratedReplies,
+    conversation_start,
+    generated_replies_add,
+    message_add,
+)
 from tests.factories import ModelVersionFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -86,3 +91,29 @@ def test_draft_must_belong_to_the_same_point():
         draft_edit_distance=1,
     )  # fmt: skip
     assert final.draft_id == draft.pk and final.draft_edit_distance == 1
+
+
+def test_model_written_replies_are_stored_under_their_contexts_in_order():
+    project = ProjectFactory()
+    model = ModelVersionFactory()
+    _, first = conversation_start(project=project, text="Name a fruit.", lang="fr")
+    _, second = conversation_start(project=project, text="Name a river.")
+
+    stored = generated_replies_add(
+        replies=[
+            GeneratedReplies(context=first, model_version_id=model.pk, texts=["Pomme.", "Poire."]),
+            GeneratedReplies(context=second, model_version_id=model.pk, texts=["The Nile."]),
+        ]
+    )
+
+    assert [[m.text for m in replies] for replies in stored] == [
+        ["Pomme.", "Poire."],
+        ["The Nile."],
+    ]
+    for context, replies in zip([first, second], stored, strict=True):
+        for message in replies:
+            message.refresh_from_db()
+            assert message.parent == context and message.depth == 1
+            assert message.role == "assistant" and message.lang == context.lang
+            assert message.author_model == model and message.is_synthetic
+            assert message.author_user is None

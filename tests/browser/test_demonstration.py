@@ -5,12 +5,13 @@ import random
 import pytest
 from playwright.sync_api import expect
 
-from annotations.models import Conversation, GenerationRequest, Message
+from annotations.models import Conversation, Message
 from annotations.services import conversation_start
 from labelling.demonstrations import SCRATCH_KEY, edit_distance
 from labelling.models import Task
 from tests.browser.conftest import SCREENSHOT_DIR, log_in
 from tests.factories import MembershipFactory, ModelVersionFactory, ProjectFactory, UserFactory
+from trainer_bridge.models import GenerationRequest
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
 
@@ -116,7 +117,7 @@ def test_two_exchanges_with_one_edited_draft_survive_a_reload(
     # The first reply keeps the draft it started from and how far it was edited.
     draft = reply.draft
     assert draft.text == draft_text and draft.author_model == model and draft.parent == prompt
-    assert draft.generation_request.purpose == GenerationRequest.Purpose.DRAFT
+    assert draft.generation_output.request.purpose == GenerationRequest.Purpose.DRAFT
     assert reply.text == draft_text + added
     assert reply.draft_edit_distance == edit_distance(draft_text, reply.text) == len(added)
     # The second was written from scratch: no draft, though one was offered beside it.

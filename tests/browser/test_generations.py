@@ -2,9 +2,9 @@
 
 import pytest
 
-from annotations.models import GenerationRequest
 from tests.browser.conftest import log_in
 from tests.factories import MembershipFactory, ModelVersionFactory, ProjectFactory, UserFactory
+from trainer_bridge.models import GenerationRequest
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
 
@@ -29,6 +29,6 @@ def test_generation_progress_swaps_in_the_replies(page, start_celery_worker, tin
     request = GenerationRequest.objects.get()
     assert request.state == "done" and request.outputs.count() == 2
     for output in request.outputs.all():
-        assert output.text[:20] in page.locator("[data-state='done']").first.inner_text()
+        assert output.message.text[:20] in page.locator("[data-state='done']").first.inner_text()
     # The prompt is shown as text, never as markup.
     assert page.locator("[data-state='done'] b").count() == 0

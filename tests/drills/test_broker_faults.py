@@ -17,16 +17,14 @@ from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
 
-from annotations.models import GenerationRequest
 from annotations.queueing import queue_depth
 from annotations.services import conversation_start
 from tests.conftest import wait_for
 from tests.factories import ModelVersionFactory
-from trainer_bridge.generation import (
-    GENERATION_QUEUE,
-    generation_request_create,
-    generations_resend_lost,
-)
+from trainer_bridge.generation import generation_request_create
+from trainer_bridge.models import GenerationRequest
+from trainer_bridge.tasks import generate
+from trainer_bridge.watchdog import GENERATION_QUEUE, generations_resend_lost
 
 pytestmark = pytest.mark.worker
 
@@ -119,9 +117,15 @@ def test_a_redis_restart_loses_no_queued_generation(
 
     redis_server.start()  # empty: the restart lost the three messages
     assert queue_depth(GENERATION_QUEUE) == 0
-    assert generations_resend_lost() == 0  # not yet: they might still be on their way
-    assert generations_resend_lost(now=timezone.now() + timedelta(minutes=5)) == 4
-    assert generations_resend_lost(now=timezone.now() + timedelta(minutes=5)) == 0  # sent once
+    assert (
+        generations_resend_lost(send=generate.delay) == 0
+    )  # not yet: they might still be on their way
+    assert (
+        generations_resend_lost(now=timezone.now() + timedelta(minutes=5), send=generate.delay) == 4
+    )
+    assert (
+        generations_resend_lost(now=timezone.now() + timedelta(minutes=5), send=generate.delay) == 0
+    )  # sent once
 
     start_celery_worker()
     ids = [r.pk for r in requests]

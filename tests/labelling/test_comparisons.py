@@ -9,7 +9,6 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 
 from annotations.models import (
-    GenerationRequest,
     Membership,
     Message,
     PromptReport,
@@ -26,9 +25,11 @@ from labelling.comparisons import (
     comparison_create,
     comparisons_top_up,
     normalised_text,
+    ranking_set_requests,
 )
 from labelling.models import Task
 from tests.factories import ModelVersionFactory, ProjectFactory, UserFactory
+from trainer_bridge.models import GenerationRequest
 from trainer_bridge.worker import process_generation
 
 pytestmark = pytest.mark.django_db
@@ -66,8 +67,8 @@ def _prompt(project, text="Plan a picnic for four friends.", **kwargs):
 
 def _run(ranking_set) -> None:
     """Run the set's queued requests in-process, as a gpu worker would."""
-    for request_id in ranking_set.generation_requests.filter(state="queued").values_list(
-        "pk", flat=True
+    for request_id in (
+        ranking_set_requests(ranking_set).filter(state="queued").values_list("pk", flat=True)
     ):
         process_generation(request_id)
 
@@ -86,7 +87,7 @@ def _settle(ranking_set, *, rounds: int = 10) -> bool:
 
 def _by_model(ranking_set) -> dict[str, list[GenerationRequest]]:
     found: dict[str, list[GenerationRequest]] = {}
-    for request in ranking_set.generation_requests.select_related("model_version"):
+    for request in ranking_set_requests(ranking_set).select_related("model_version"):
         found.setdefault(request.model_version.name, []).append(request)
     return found
 
@@ -244,7 +245,7 @@ def test_a_demonstrations_unsubmitted_scratch_is_not_compared(project):
     ranking_set = comparison_create(project=project)
     assert ranking_set.context == prompt
     # The scratch reply is not "the existing human reply": all K candidates are sampled.
-    assert sum(r.n for r in ranking_set.generation_requests.all()) == 4
+    assert sum(r.n for r in ranking_set_requests(ranking_set).all()) == 4
     assert comparison_context_pick(project=project) is None
 
 
@@ -271,7 +272,7 @@ def test_assembly_makes_k_shuffled_candidates_n_tasks_and_records_authors(
 
     ranking_set = comparison_create(project=project)
     # K - 1 samples: the human reply is the fourth candidate.
-    assert sum(r.n for r in ranking_set.generation_requests.all()) == 3
+    assert sum(r.n for r in ranking_set_requests(ranking_set).all()) == 3
     _run(ranking_set)
     # The human reply is collected first; the shuffle decides where it goes.
     shuffle = mocker.patch("labelling.comparisons.random.shuffle", side_effect=list.reverse)
@@ -312,7 +313,7 @@ def test_the_human_reply_is_left_out_unless_the_project_asks(project, one_contex
     context = one_context_of_each_kind["human_reply"]
     message_add(parent=context, role="assistant", text="A happy end.", author_user=None)
     ranking_set = comparison_create(project=project)
-    assert sum(r.n for r in ranking_set.generation_requests.all()) == 4
+    assert sum(r.n for r in ranking_set_requests(ranking_set).all()) == 4
     assert _settle(ranking_set)
     assert all(m.is_synthetic for m in ranking_set.candidates.all())
 
@@ -327,9 +328,9 @@ def test_duplicates_are_dropped_and_re_sampled(project):
     ranking_set = comparison_create(project=project)
     _run(ranking_set)
     texts = set(
-        Message.objects.filter(generation_request__ranking_sets=ranking_set).values_list(
-            "text", flat=True
-        )
+        Message.objects.filter(
+            generation_output__request__ranking_set_samplings__ranking_set=ranking_set
+        ).values_list("text", flat=True)
     )
     assert len(texts) == 1
 
@@ -339,7 +340,7 @@ def test_duplicates_are_dropped_and_re_sampled(project):
     assert comparison_assemble(ranking_set=ranking_set) is False
     ranking_set.refresh_from_db()
     assert ranking_set.state == "sampling"
-    resample = ranking_set.generation_requests.get(state="queued")
+    resample = ranking_set_requests(ranking_set).get(state="queued")
     assert resample.n == 2 and resample.params["temperature"] == 1.2
     # The configured seed moves on by the three samples already drawn.
     assert resample.params["seed"] == FAST["seed"] + 3
@@ -362,7 +363,7 @@ def test_re_samples_go_to_the_models_that_did_not_repeat_themselves(project):
     _run(ranking_set)
     # tiny-a gave the same reply twice; tiny-b two different ones: 3 distinct of 4.
     assert comparison_assemble(ranking_set=ranking_set) is False
-    resample = ranking_set.generation_requests.get(state="queued")
+    resample = ranking_set_requests(ranking_set).get(state="queued")
     assert (resample.model_version.name, resample.n) == ("tiny-b", 1)
     assert _settle(ranking_set)
     assert ranking_set.entries.count() == 4
@@ -380,7 +381,7 @@ def test_a_set_that_keeps_getting_duplicates_is_cancelled_after_its_budget(proje
     ranking_set.refresh_from_db()
     assert ranking_set.state == "cancelled"
     # 2 + 1 + 1 + 1 + 1 = 6 = 3 x K samples, all the same greedy reply.
-    assert sum(r.n for r in ranking_set.generation_requests.all()) == 6
+    assert sum(r.n for r in ranking_set_requests(ranking_set).all()) == 6
     assert ranking_set.resamples == 4
     assert "keep repeating themselves" in caplog.text
     assert ranking_set.cancel_reason.startswith("Cancelled because 1 distinct replies of 2")
@@ -392,7 +393,7 @@ def test_failed_requests_cancel_the_set(project, caplog):
     ranking_set = comparison_create(project=project)
     with generation_faults({"oom_above_rows": 0}):
         _run(ranking_set)
-    assert ranking_set.generation_requests.filter(state="failed").exists()
+    assert ranking_set_requests(ranking_set).filter(state="failed").exists()
     with caplog.at_level(logging.WARNING):
         assert comparison_assemble(ranking_set=ranking_set) is False
     ranking_set.refresh_from_db()

@@ -6,11 +6,12 @@ import re
 import pytest
 from django.urls import reverse
 
-from annotations.models import Conversation, GenerationRequest, Message, PromptReport
+from annotations.models import Conversation, Message, PromptReport
 from annotations.services import conversation_start
 from labelling.assignment import task_autosave, task_claim_next
 from labelling.models import Task
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
+from trainer_bridge.models import GenerationOutput, GenerationRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -200,9 +201,8 @@ def test_draft_request_polls_and_then_offers_the_draft(client, project, trainer,
         depth=1,
         author_model=draft_model,
         is_synthetic=True,
-        generation_request=request,
-        output_index=0,
     )
+    GenerationOutput.objects.create(request=request, message=draft, output_index=0)
     GenerationRequest.objects.filter(pk=request.pk).update(state="done")
     fragment = client.get(status_url, **HTMX).content.decode()
     assert "hx-trigger" not in fragment.split("<div hx-disable>")[0]  # polling stops

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
-from annotations.models import Conversation, GenerationRequest, Message, PromptReport
+from annotations.models import Conversation, Message, PromptReport
 from annotations.reports import prompt_report_create
 from annotations.services import conversation_start, message_add
 from labelling import demonstrations as demo
@@ -25,6 +25,7 @@ from labelling.demonstrations import edit_distance
 from labelling.models import Task
 from labelling.services import task_leases_expire
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
+from trainer_bridge.models import GenerationOutput, GenerationRequest
 
 KIND = "demonstration"
 
@@ -110,11 +111,11 @@ def _finish(request: GenerationRequest, *texts: str) -> list[Message]:
             depth=request.context.depth + 1,
             author_model=request.model_version,
             is_synthetic=True,
-            generation_request=request,
-            output_index=index,
         )
-        for index, text in enumerate(texts)
+        for text in texts
     ]
+    for index, message in enumerate(outputs):
+        GenerationOutput.objects.create(request=request, message=message, output_index=index)
     request.state = GenerationRequest.State.DONE
     request.save(update_fields=["state"])
     return outputs

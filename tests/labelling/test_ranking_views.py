@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotations.models import Ranking
+from labelling.comparisons import ranking_set_requests
 from labelling.models import Task, TaskSkip
 from labelling.services import task_leases_expire
 from tests.factories import MembershipFactory, UserFactory
@@ -335,6 +336,6 @@ def test_lead_starts_a_ranking_set_from_the_project_page(client, project, lead, 
     response = client.post(f"/p/{project.slug}/comparisons/new", follow=True)
     ranking_set = RankingSet.objects.get()
     assert ranking_set.state == "sampling"
-    assert ranking_set.generation_requests.count() == 1
+    assert ranking_set_requests(ranking_set).count() == 1
     assert "is sampling 4 candidates" in response.content.decode()
     assert client.get(f"/p/{project.slug}/comparisons/new").status_code == 405

@@ -3,10 +3,11 @@
 import pytest
 from django.utils import timezone
 
-from annotations.models import Conversation, GenerationRequest
+from annotations.models import Conversation
 from annotations.services import conversation_start, message_add
 from tests.factories import ModelVersionFactory, ProjectFactory
 from trainer_bridge.generation import generation_request_from_messages
+from trainer_bridge.models import GenerationRequest
 from trainer_bridge.worker import process_generation
 
 pytestmark = pytest.mark.django_db

@@ -9,10 +9,10 @@ from trainer_bridge.backends import (
     LoadedGenerator,
     ModelCache,
     Row,
-    SamplingParams,
 )
 from trainer_bridge.loading import load_policy
 from trainer_bridge.sampling import sample_tokens
+from trainer_bridge.sampling_params import SamplingParams
 
 PROMPTS = [
     [{"role": "user", "content": "How do I boil an egg?"}],

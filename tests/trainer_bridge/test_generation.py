@@ -7,16 +7,15 @@ from django.core.exceptions import ValidationError
 from django.test import override_settings
 from django.utils import timezone
 
-from annotations.models import GenerationRequest, Message
+from annotations.models import Message
 from annotations.services import conversation_start, message_add
 from tests.factories import ModelVersionFactory, ProjectFactory
 from trainer_bridge.backends import model_cache
-from trainer_bridge.generation import (
-    generation_request_create,
-    generation_request_retry,
-    generations_requeue_stuck,
-)
+from trainer_bridge.generation import generation_request_create, generation_request_retry
+from trainer_bridge.models import GenerationRequest
 from trainer_bridge.selectors import queue_position
+from trainer_bridge.tasks import generation_send
+from trainer_bridge.watchdog import generations_requeue_stuck
 from trainer_bridge.worker import process_generation
 
 pytestmark = pytest.mark.django_db
@@ -75,13 +74,13 @@ def test_worker_stores_n_model_written_siblings(project, policy_version):
     assert request.prompt_tokens > 0 and request.completion_tokens > 0
     outputs = list(request.outputs.order_by("output_index"))
     assert [m.output_index for m in outputs] == [0, 1, 2]
-    for message in outputs:
+    for message in [m.message for m in outputs]:
         assert message.role == "assistant" and message.parent_id == request.context_id
         assert message.author_model == policy_version and message.is_synthetic
         assert "<|" not in message.text  # special tokens stripped
     # A second delivery of the same message finds the request done and stores nothing.
     assert process_generation(request.pk).requests == 0
-    assert Message.objects.filter(generation_request=request).count() == 3
+    assert Message.objects.filter(generation_output__request=request).count() == 3
 
 
 def test_one_batch_takes_every_queued_request_for_the_model(project, policy_version):
@@ -109,7 +108,9 @@ def test_requests_with_different_seeds_and_lengths_share_one_batch(project, poli
 
 def test_a_seeded_request_gives_the_same_replies_alone_or_batched(project, policy_version):
     def replies(request):
-        return list(request.outputs.order_by("output_index").values_list("text", flat=True))
+        return list(
+            request.outputs.order_by("output_index").values_list("message__text", flat=True)
+        )
 
     alone = _request(project, policy_version, n=3, text="How do I plant tulips?", seed=42)
     process_generation(alone.pk)
@@ -154,7 +155,7 @@ def test_out_of_memory_splits_the_batch(project, policy_version):
     with generation_settings(FAULTS={"oom_above_rows": 2}):
         report = process_generation(requests[0].pk)
     assert report.rows == 8 and report.splits == 3 and report.done == 4
-    assert Message.objects.filter(generation_request__in=requests).count() == 8
+    assert Message.objects.filter(generation_output__request__in=requests).count() == 8
 
 
 def test_a_request_that_never_fits_fails_with_the_reason(project, policy_version):
@@ -187,20 +188,20 @@ def test_stuck_requests_are_requeued_then_failed(project, policy_version):
     GenerationRequest.objects.filter(pk=request.pk).update(
         state="running", started_at=long_ago, attempts=1, worker="gone:1"
     )
-    assert generations_requeue_stuck() == (1, 0)
+    assert generations_requeue_stuck(send=generation_send) == (1, 0)
     request.refresh_from_db()
     assert request.state == "queued"
     GenerationRequest.objects.filter(pk=request.pk).update(
         state="running", started_at=long_ago, attempts=3
     )
-    assert generations_requeue_stuck() == (0, 1)
+    assert generations_requeue_stuck(send=generation_send) == (0, 1)
     request.refresh_from_db()
     assert request.state == "failed" and "after 3 attempts" in request.error
     assert "gone:1" in request.error
 
 
 def test_results_of_a_superseded_attempt_are_dropped(project, policy_version):
-    from trainer_bridge.generation import generation_results_store
+    from trainer_bridge.batches import generation_results_store
 
     request = _request(project, policy_version)
     GenerationRequest.objects.filter(pk=request.pk).update(
@@ -213,7 +214,7 @@ def test_results_of_a_superseded_attempt_are_dropped(project, policy_version):
 
 
 def test_a_batch_store_skips_only_the_superseded_requests(project, policy_version):
-    from trainer_bridge.generation import GenerationResult, generation_results_store_batch
+    from trainer_bridge.batches import GenerationResult, generation_results_store_batch
 
     current, superseded = (_request(project, policy_version, text=t) for t in ("A?", "B?"))
     GenerationRequest.objects.filter(pk__in=[current.pk, superseded.pk]).update(
@@ -230,7 +231,7 @@ def test_a_batch_store_skips_only_the_superseded_requests(project, policy_versio
     assert not superseded.outputs.exists()
     # Storing again (a redelivered result) finds the request done and adds nothing.
     assert generation_results_store_batch(results=results) == set()
-    assert Message.objects.filter(generation_request=current).count() == 2
+    assert Message.objects.filter(generation_output__request=current).count() == 2
     current.refresh_from_db()
     assert current.state == "done" and current.completion_tokens == 4
 
@@ -347,7 +348,7 @@ def test_a_stored_request_with_bad_params_fails_alone(project, policy_version, s
     assert all(
         r.state == "done" for r in GenerationRequest.objects.filter(pk__in=[r.pk for r in good])
     )
-    assert Message.objects.filter(generation_request__in=[r.pk for r in good]).count() == 6
+    assert Message.objects.filter(generation_output__request__in=[r.pk for r in good]).count() == 6
 
 
 def test_a_context_the_tokenizer_refuses_fails_alone(project, policy_version, mocker):

@@ -7,12 +7,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotations.models import GenerationRequest, Message
+from annotations.models import Message
 from annotations.services import conversation_start
 from tests.conftest import wait_for
 from tests.factories import ModelVersionFactory, ProjectFactory
-from trainer_bridge.generation import generation_request_create, generations_requeue_stuck
-from trainer_bridge.tasks import generate
+from trainer_bridge.generation import generation_request_create
+from trainer_bridge.models import GenerationRequest
+from trainer_bridge.tasks import generate, generation_send
+from trainer_bridge.watchdog import generations_requeue_stuck
 
 pytestmark = pytest.mark.worker
 
@@ -53,7 +55,7 @@ def test_a_duplicated_delivery_stores_the_results_once(start_celery_worker, queu
     )
     request.refresh_from_db()
     assert request.attempts == 1
-    assert Message.objects.filter(generation_request=request).count() == 3
+    assert Message.objects.filter(generation_output__request=request).count() == 3
     assert sorted(request.outputs.values_list("output_index", flat=True)) == [0, 1, 2]
 
 
@@ -69,7 +71,7 @@ def test_a_killed_workers_request_is_picked_up_again(start_celery_worker, queued
     start_celery_worker("rescuer")
     # The beat watchdog finds the request running past its timeout and queues it again.
     later = timezone.now() + timedelta(hours=1)
-    assert generations_requeue_stuck(now=later) == (1, 0)
+    assert generations_requeue_stuck(now=later, send=generation_send) == (1, 0)
     wait_for(lambda: _state(request.pk) == "done", timeout=90, message="never picked up again")
     request.refresh_from_db()
     assert request.attempts == 2

@@ -15,9 +15,9 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from safetensors.torch import load_file
 
+from annotations.model_versions import project_use_model
 from annotations.models import ModelVersion, Project
 from trainer_bridge.loading import load_policy, load_reward_model
-from trainer_bridge.services import project_use_model
 from trainer_bridge.tiny_model import MARKER_FILE, build_tiny_model, tiny_model_info
 
 CHAT = [

@@ -7,9 +7,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotations.models import GenerationRequest, Message
+from annotations.models import Message
 from tests.factories import ModelVersionFactory
 from trainer_bridge.generation import generation_request_from_messages
+from trainer_bridge.models import GenerationOutput, GenerationRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -169,7 +170,7 @@ def test_done_fragment_shows_escaped_outputs_and_stops_polling(client, project, 
     )
     context = generation.context
     for index, text in enumerate(["<script>alert('x')</script>", "Line one\nline two & more"]):
-        Message.objects.create(
+        reply = Message.objects.create(
             conversation_id=context.conversation_id,
             parent=context,
             depth=1,
@@ -177,9 +178,8 @@ def test_done_fragment_shows_escaped_outputs_and_stops_polling(client, project, 
             text=text,
             author_model=model,
             is_synthetic=True,
-            generation_request=generation,
-            output_index=index,
         )
+        GenerationOutput.objects.create(request=generation, message=reply, output_index=index)
     client.force_login(engineer)
     fragment = _status(client, generation, **HTMX).content.decode()
     assert 'data-state="done"' in fragment

@@ -69,7 +69,9 @@ class Command(BaseCommand):
         user_model = get_user_model()
         leads, _ = Group.objects.get_or_create(name=LEADS_GROUP)
         leads.permissions.set(
-            Permission.objects.filter(content_type__app_label__in=["annotations", "labelling"])
+            Permission.objects.filter(
+                content_type__app_label__in=["annotations", "labelling", "trainer_bridge"]
+            )
         )
         for username, role in DEMO_USERS:
             user, created = user_model.objects.get_or_create(

@@ -10,8 +10,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from annotations.model_versions import project_use_model
 from annotations.models import ModelVersion, Project
-from trainer_bridge.services import model_version_register, project_use_model
+from trainer_bridge.services import model_version_register
 from trainer_bridge.tiny_model import (
     MARKER_FILE,
     TinyModelPaths,

@@ -150,6 +150,7 @@ def seed(*, sets: int, k: int, n: int, clients: int) -> dict:
     from rest_framework.authtoken.models import Token
 
     from annotations.models import Membership, ModelVersion, Project
+    from benchmarks.seeding import SetSeed, seed_ranking_sets
 
     call_command("migrate", verbosity=0)
     project = Project.objects.create(
@@ -168,56 +169,18 @@ def seed(*, sets: int, k: int, n: int, clients: int) -> dict:
 
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO annotations_conversation (project_id, source, external_id, meta, created_at)
-            SELECT %s, 'import', 'bench-' || g, '{}', now() FROM generate_series(1, %s) AS g
-            """,
-            [project.pk, sets],
-        )
-        cursor.execute(
-            """
-            INSERT INTO annotations_message (conversation_id, role, text, lang, depth,
-                author_user_id, is_synthetic, external_id, meta, created_at)
-            SELECT c.id, 'user', 'Benchmark question number ' || c.id, 'en', 0, %s, false,
-                '', '{}', now()
-            FROM annotations_conversation c WHERE c.project_id = %s
-            """,
-            [author.pk, project.pk],
-        )
-        cursor.execute(
-            """
-            INSERT INTO annotations_message (conversation_id, parent_id, role, text, lang, depth,
-                author_model_id, is_synthetic, external_id, meta, created_at)
-            SELECT m.conversation_id, m.id, 'assistant',
-                'Candidate ' || g || ' for question ' || m.id, 'en', 1, %s, true, '', '{}', now()
-            FROM annotations_message m
-            JOIN annotations_conversation c ON c.id = m.conversation_id
-            CROSS JOIN generate_series(1, %s) AS g
-            WHERE c.project_id = %s AND m.depth = 0
-            """,
-            [model.pk, k, project.pk],
-        )
-        cursor.execute(
-            """
-            INSERT INTO annotations_rankingset (project_id, context_id, rankings_needed,
-                rankings_count, state, resamples, cancel_reason, created_at)
-            SELECT %s, m.id, %s, 0, 'collecting', 0, '', now()
-            FROM annotations_message m
-            JOIN annotations_conversation c ON c.id = m.conversation_id
-            WHERE c.project_id = %s AND m.depth = 0
-            """,
-            [project.pk, n, project.pk],
-        )
-        cursor.execute(
-            """
-            INSERT INTO annotations_rankingcandidate (ranking_set_id, message_id, position)
-            SELECT s.id, m.id, row_number() OVER (PARTITION BY s.id ORDER BY m.id) - 1
-            FROM annotations_rankingset s
-            JOIN annotations_message m ON m.parent_id = s.context_id
-            WHERE s.project_id = %s
-            """,
-            [project.pk],
+        seed_ranking_sets(
+            cursor,
+            SetSeed(
+                project_id=project.pk,
+                author_id=author.pk,
+                model_id=model.pk,
+                sets=sets,
+                k=k,
+                n=n,
+                prompt_text="'Benchmark question number ' || m.id",
+                candidate_text="'Candidate ' || g || ' for question ' || m.id",
+            ),
         )
         cursor.execute(
             """

@@ -83,6 +83,7 @@ def seed(*, sets: int, k: int, n: int, seed_value: int = 7) -> None:
 
     from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
     from annotations.models import Membership, ModelVersion, Project
+    from benchmarks.seeding import SetSeed, seed_ranking_sets
 
     call_command("migrate", verbosity=0)
     project = Project.objects.create(
@@ -98,62 +99,23 @@ def seed(*, sets: int, k: int, n: int, seed_value: int = 7) -> None:
         Membership.objects.create(user=user, project=project, role="trainer")
         trainers.append(user.pk)
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO annotations_conversation (project_id, source, external_id, meta, created_at)
-            SELECT %s, 'import', 'bench-' || g, '{}', now() - (g %% %s) * interval '1 day'
-            FROM generate_series(1, %s) AS g
-            """,
-            [project.pk, DAYS, sets],
-        )
-        cursor.execute(
-            """
-            INSERT INTO annotations_message (conversation_id, role, text, lang, depth,
-                author_user_id, is_synthetic, external_id, meta, created_at)
-            SELECT c.id, 'user', 'Question ' || c.id || ': how would you explain '
-                || repeat('this idea, step by step, ', (2 + c.id %% 5)::int) || 'to a beginner?',
-                'en', 0, %s, false, '', '{}', c.created_at
-            FROM annotations_conversation c WHERE c.project_id = %s
-            """,
-            [author.pk, project.pk],
-        )
         # Candidates of 60 to 1,300 characters, so pairs differ in length as real ones do.
-        cursor.execute(
-            """
-            INSERT INTO annotations_message (conversation_id, parent_id, role, text, lang, depth,
-                author_model_id, is_synthetic, external_id, meta, created_at)
-            SELECT m.conversation_id, m.id, 'assistant',
-                'Reply ' || g || ' to ' || m.id || '. '
-                || repeat('One more sentence of the answer. ', (1 + (m.id * 7 + g * 13) %% 31)::int)
-                || '',
-                'en', 1, %s, true, '', '{}', m.created_at
-            FROM annotations_message m
-            JOIN annotations_conversation c ON c.id = m.conversation_id
-            CROSS JOIN generate_series(1, %s) AS g
-            WHERE c.project_id = %s AND m.depth = 0
-            """,
-            [model.pk, k, project.pk],
-        )
-        cursor.execute(
-            """
-            INSERT INTO annotations_rankingset (project_id, context_id, rankings_needed,
-                rankings_count, state, resamples, cancel_reason, created_at, completed_at)
-            SELECT %s, m.id, %s, %s, 'complete', 0, '', m.created_at, m.created_at
-            FROM annotations_message m
-            JOIN annotations_conversation c ON c.id = m.conversation_id
-            WHERE c.project_id = %s AND m.depth = 0
-            """,
-            [project.pk, n, n, project.pk],
-        )
-        cursor.execute(
-            """
-            INSERT INTO annotations_rankingcandidate (ranking_set_id, message_id, position)
-            SELECT s.id, m.id, row_number() OVER (PARTITION BY s.id ORDER BY m.id) - 1
-            FROM annotations_rankingset s
-            JOIN annotations_message m ON m.parent_id = s.context_id
-            WHERE s.project_id = %s
-            """,
-            [project.pk],
+        seed_ranking_sets(
+            cursor,
+            SetSeed(
+                project_id=project.pk,
+                author_id=author.pk,
+                model_id=model.pk,
+                sets=sets,
+                k=k,
+                n=n,
+                prompt_text="'Question ' || m.id || ': how would you explain '"
+                " || repeat('this idea, step by step, ', (2 + m.id %% 5)::int) || 'to a beginner?'",
+                candidate_text="'Reply ' || g || ' to ' || m.id || '. ' || repeat("
+                "'One more sentence of the answer. ', (1 + (m.id * 7 + g * 13) %% 31)::int)",
+                spread_days=DAYS,
+                complete=True,
+            ),
         )
         cursor.execute(
             """

@@ -2,7 +2,7 @@
 
 from django.db.models import QuerySet
 
-from annotations.models import Message, Project
+from annotations.models import Conversation, Message, Project
 
 
 def thread_to(message: Message) -> list[Message]:
@@ -29,3 +29,14 @@ def prompt_pool(*, project: Project) -> QuerySet[Message]:
     return Message.objects.filter(
         conversation__project=project, conversation__source="prompt", parent__isnull=True
     )
+
+
+def conversation_external_ids(*, project: Project, prefix: str = "") -> QuerySet:
+    """The project's conversations' external ids (those set), as a flat values list; with
+    `prefix`, only those that start with it."""
+    conversations = Conversation.objects.filter(project=project)
+    if prefix:
+        conversations = conversations.filter(external_id__startswith=prefix)
+    else:
+        conversations = conversations.exclude(external_id="")
+    return conversations.values_list("external_id", flat=True)

@@ -1,6 +1,6 @@
 """Writes to conversation trees: starting conversations and adding turns in the right order."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -52,8 +52,12 @@ def conversation_start(
     lang: str = "en",
     external_id: str = "",
     meta: dict | None = None,
+    message_meta: dict | None = None,
 ) -> tuple[Conversation, Message]:
-    """A new conversation with its first message (a user turn or a system prompt)."""
+    """A new conversation with its first message (a user turn or a system prompt).
+
+    `meta` is the conversation's, `message_meta` its first message's.
+    """
     check_role_follows(parent_role=None, role=role)
     check_text(project=project, text=text)
     conversation = Conversation.objects.create(
@@ -71,6 +75,7 @@ def conversation_start(
         lang=lang,
         depth=0,
         author_user=created_by,
+        meta=message_meta or {},
     )
     return conversation, root
 
@@ -155,3 +160,37 @@ def generated_replies_add(*, replies: Sequence[GeneratedReplies]) -> list[list[M
         stored.append(messages[start : start + len(entry.texts)])
         start += len(entry.texts)
     return stored
+# ---------------------------------------------------------------- work in progress
+# Turns a person is still writing can be stored as messages marked `meta[key] = value` (a
+# demonstration's scratch turns, marked with its task): exports leave them out, and in the end
+# they are kept (unmarked) or deleted.
+
+
+@transaction.atomic
+def marked_messages_keep(
+    *, messages: Sequence[Message], key: str, value, author_user: AbstractBaseUser | None
+) -> None:
+    """Make marked work in progress permanent: `messages` lose the mark `key` and get
+    `author_user` as their author; so does (as `created_by`) each of their conversations that
+    is marked `meta[key] == value`."""
+    for message in messages:
+        message.meta = {k: v for k, v in message.meta.items() if k != key}
+        message.author_user = author_user
+    Message.objects.bulk_update(messages, ["meta", "author_user"])
+    marked = Conversation.objects.filter(
+        pk__in={m.conversation_id for m in messages}, **{f"meta__{key}": value}
+    )
+    for conversation in marked:
+        conversation.meta = {k: v for k, v in conversation.meta.items() if k != key}
+        conversation.created_by = author_user
+        conversation.save(update_fields=["meta", "created_by"])
+
+
+@transaction.atomic
+def marked_messages_delete(*, key: str, value, keep: Iterable[Message] = ()) -> None:
+    """Delete the messages marked `meta[key] == value`, with their replies, except those in
+    `keep`; and the conversations so marked that hold none of `keep`."""
+    kept = [m.pk for m in keep]
+    Message.objects.filter(**{f"meta__{key}": value}).exclude(pk__in=kept).delete()
+    conversations = Conversation.objects.filter(**{f"meta__{key}": value})
+    conversations.exclude(messages__pk__in=kept).delete()

@@ -1,5 +1,7 @@
-"""REST endpoints of the labelling app (thin: access checks from annotations.access)."""
+"""REST endpoints of the labelling app (thin: access checks from annotations.access; a service's
+ValidationError or TaskConflict becomes a 400 or 409 in config.api.exception_handler)."""
 
+from django.core.exceptions import ValidationError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -134,10 +136,9 @@ class TaskSubmitApi(APIView):
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses=TaskOutputSerializer)
     def post(self, request: Request, task_id: int) -> Response:
-        body = request.data if isinstance(request.data, dict) else None
-        if body is None:
-            return Response({"non_field_errors": ["Send a JSON object."]}, status=400)
-        task = task_submit(task_id=task_id, user=request.user, data=dict(body))
+        if not isinstance(request.data, dict):
+            raise ValidationError("Send a JSON object.")
+        task = task_submit(task_id=task_id, user=request.user, data=dict(request.data))
         return Response(TaskOutputSerializer(task).data)
 
 

@@ -1,10 +1,12 @@
-"""Reads for the trainer and lead pages: projects with their queues."""
+"""Reads for the trainer and lead pages: projects with their queues, members, failed
+generations, the API token."""
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, QuerySet
+from rest_framework.authtoken.models import Token
 
 from annotations.access import capabilities_of, projects_for_user
 from annotations.models import Conversation, Membership, Project, RankingSet
@@ -93,3 +95,26 @@ def projects_with_queues(
 
 def project_queues(*, user: AbstractBaseUser, project: Project) -> ProjectQueues:
     return projects_with_queues(user=user, only=project)[0]
+
+
+def project_members(project: Project) -> QuerySet[Membership]:
+    """The project's memberships with their users, by role, then name."""
+    return project.memberships.select_related("user").order_by("role", "user__username")
+
+
+def memberships_of(user: AbstractBaseUser) -> QuerySet[Membership]:
+    """The user's memberships with their projects, by project name."""
+    return user.memberships.select_related("project").order_by("project__name")
+
+
+def failed_generations(project: Project) -> QuerySet[GenerationRequest]:
+    """The project's failed generation requests, latest first."""
+    return (
+        GenerationRequest.objects.filter(project=project, state=GenerationRequest.State.FAILED)
+        .select_related("model_version")
+        .order_by("-finished_at")
+    )
+
+
+def api_token_of(user: AbstractBaseUser) -> Token | None:
+    return Token.objects.filter(user=user).first()

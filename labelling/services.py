@@ -1,9 +1,10 @@
-"""Writes for project set-up, membership and the task lifecycle."""
+"""Writes for project set-up, membership, the task lifecycle and members' API tokens."""
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from annotations.models import Membership, Project
 from labelling.models import Task
@@ -78,3 +79,10 @@ def task_leases_expire(*, now: timezone.datetime | None = None) -> int:
         task_release(task)
     Task.objects.bulk_update(expired, RELEASE_FIELDS)
     return len(expired)
+
+
+@transaction.atomic
+def api_token_regenerate(*, user: AbstractBaseUser) -> Token:
+    """Issue the user a new API token; the old one stops working at once."""
+    Token.objects.filter(user=user).delete()
+    return Token.objects.create(user=user)

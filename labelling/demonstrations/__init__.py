@@ -18,7 +18,7 @@ claimed (page or API), which deletes it unless the autosave was handed on too. E
 leave out anything marked `scratch_for_task`.
 """
 
-from labelling.demonstrations.autosave import demonstration_autosave, parse_state
+from labelling.demonstrations.autosave import demonstration_autosave
 from labelling.demonstrations.dialogue import (
     ASSISTANT,
     KIND,
@@ -31,8 +31,10 @@ from labelling.demonstrations.dialogue import (
     edit_distance,
     first_role,
     next_role,
+    parse_state,
     parse_turns,
     state_from_autosave,
+    submitted_thread,
     turn_errors,
     turns_allowed,
 )
@@ -41,6 +43,7 @@ from labelling.demonstrations.drafts import (
     demonstration_draft_request,
     draft_belongs_to_task,
     scratch_prune,
+    task_draft_request,
 )
 from labelling.demonstrations.kind import (
     demonstration_describe,
@@ -63,16 +66,18 @@ __all__ = [
     "edit_distance",
     "first_role",
     "next_role",
+    "parse_state",
     "parse_turns",
     "state_from_autosave",
+    "submitted_thread",
     "turn_errors",
     "turns_allowed",
     "current_draft",
     "demonstration_draft_request",
     "draft_belongs_to_task",
     "scratch_prune",
+    "task_draft_request",
     "demonstration_autosave",
-    "parse_state",
     "demonstration_describe",
     "demonstration_eligible",
     "demonstration_on_claim",

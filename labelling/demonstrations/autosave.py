@@ -12,29 +12,7 @@ from labelling.assignment import (
     task_for_member,
     task_page_autosave,
 )
-from labelling.demonstrations.dialogue import KIND, _as_id, parse_turns
-
-# ---------------------------------------------------------------- autosave
-
-
-def parse_state(data) -> dict:
-    """An autosave from the page, checked for shape; work in progress need not be valid yet."""
-    if not isinstance(data, dict):
-        raise ValidationError({"data": "Autosaved data must be an object."})
-    turns = parse_turns(data.get("turns", []))
-    editor = data.get("editor", "")
-    errors = {}
-    if not isinstance(editor, str):
-        errors["editor"] = "The editor text must be a string."
-    if data.get("editor_draft_id") is not None and _as_id(data.get("editor_draft_id")) is None:
-        errors["editor_draft_id"] = "editor_draft_id must be a whole number."
-    if errors:
-        raise ValidationError(errors)
-    return {
-        "turns": [t._asdict() for t in turns],
-        "editor": editor,
-        "editor_draft_id": _as_id(data.get("editor_draft_id")),
-    }
+from labelling.demonstrations.dialogue import KIND, parse_state
 
 
 @transaction.atomic

@@ -1,4 +1,5 @@
-"""The turns of a demonstration: their shape, who speaks when, how many fit, what is wrong."""
+"""The turns of a demonstration: their shape, who speaks when, how many fit, what is wrong; the
+shape of its work in progress; the stored turns it continues or submitted."""
 
 from __future__ import annotations
 
@@ -76,6 +77,13 @@ def anchor_thread(task: Task) -> list[Message]:
     return thread_to(task.message) if task.message_id else []
 
 
+def submitted_thread(task: Task) -> list[Message]:
+    """The dialogue a done task stored, from its conversation's first turn (empty if none)."""
+    ids = (task.result or {}).get("messages") or []
+    last = Message.objects.filter(pk__in=ids[-1:]).first()
+    return thread_to(last) if last else []
+
+
 def first_role(task: Task) -> str:
     """Who speaks first: the assistant after a user turn, otherwise the user."""
     return ASSISTANT if task.message_id and task.message.role == USER else USER
@@ -113,6 +121,26 @@ def state_from_autosave(autosave: dict | None) -> dict:
     return {
         "turns": turns,
         "editor": editor if isinstance(editor, str) else "",
+        "editor_draft_id": _as_id(data.get("editor_draft_id")),
+    }
+
+
+def parse_state(data) -> dict:
+    """An autosave from the page, checked for shape; work in progress need not be valid yet."""
+    if not isinstance(data, dict):
+        raise ValidationError({"data": "Autosaved data must be an object."})
+    turns = parse_turns(data.get("turns", []))
+    editor = data.get("editor", "")
+    errors = {}
+    if not isinstance(editor, str):
+        errors["editor"] = "The editor text must be a string."
+    if data.get("editor_draft_id") is not None and _as_id(data.get("editor_draft_id")) is None:
+        errors["editor_draft_id"] = "editor_draft_id must be a whole number."
+    if errors:
+        raise ValidationError(errors)
+    return {
+        "turns": [t._asdict() for t in turns],
+        "editor": editor,
         "editor_draft_id": _as_id(data.get("editor_draft_id")),
     }
 

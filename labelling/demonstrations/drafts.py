@@ -7,8 +7,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from annotations.models import Conversation, Message
-from annotations.services import conversation_start, message_add
+from annotations.models import Message
+from annotations.services import (
+    conversation_start,
+    marked_messages_delete,
+    marked_messages_keep,
+    message_add,
+)
 from labelling.assignment import task_renew
 from labelling.demonstrations.dialogue import (
     ASSISTANT,
@@ -41,7 +46,8 @@ def _is_project_draft(message: Message, task: Task) -> bool:
     )
 
 
-def _drafts(task: Task, ids: list[int]) -> dict[int, Message]:
+def task_drafts(task: Task, ids: list[int]) -> dict[int, Message]:
+    """The model drafts among `ids` that were made for the task's project, by id."""
     found = Message.objects.filter(pk__in=ids).select_related("generation_output__request")
     return {m.pk: m for m in found if _is_project_draft(m, task)}
 
@@ -50,7 +56,7 @@ def _scratch(task: Task) -> Q:
     return Q(**{f"meta__{SCRATCH_KEY}": task.pk})
 
 
-def _scratch_turn(task: Task, parent: Message | None, turn: Turn) -> Message | None:
+def scratch_turn(task: Task, parent: Message | None, turn: Turn) -> Message | None:
     """The task's scratch message holding `turn` under `parent` (a scratch root when None)."""
     same = Message.objects.filter(_scratch(task), role=turn.role, text=turn.text)
     if parent is None:
@@ -67,11 +73,11 @@ def _scratch_path(
 
     With create=False, None when some turn has no scratch message yet.
     """
-    drafts = _drafts(task, [t.draft_id for t in turns if t.draft_id is not None])
+    drafts = task_drafts(task, [t.draft_id for t in turns if t.draft_id is not None])
     parent: Message | None = task.message if task.message_id else None
     path: list[Message] = []
     for i, turn in enumerate(turns):
-        found = _scratch_turn(task, parent, turn)
+        found = scratch_turn(task, parent, turn)
         if found is None and not create:
             return None
         if found is None and parent is None:
@@ -80,22 +86,21 @@ def _scratch_path(
                 text=turn.text,
                 created_by=user,
                 meta={SCRATCH_KEY: task.pk},
+                message_meta={SCRATCH_KEY: task.pk},
             )
-            found.meta = {SCRATCH_KEY: task.pk}
-            found.save(update_fields=["meta"])
         elif found is None:
             draft = drafts.get(turn.draft_id) if turn.draft_id is not None else None
             if turn.draft_id is not None and (draft is None or draft.parent_id != parent.pk):
                 raise ValidationError(
                     {f"turns[{i}].draft_id": "That draft was written for another dialogue."}
                 )
-            found = _add_turn(parent, turn, user=user, draft=draft, meta={SCRATCH_KEY: task.pk})
+            found = turn_add(parent, turn, user=user, draft=draft, meta={SCRATCH_KEY: task.pk})
         path.append(found)
         parent = found
     return path
 
 
-def _add_turn(parent: Message, turn, *, user, draft: Message | None, meta: dict | None = None):
+def turn_add(parent: Message, turn, *, user, draft: Message | None, meta: dict | None = None):
     """A human-written turn under `parent`, keeping the draft it started from and the edit
     distance between the two."""
     return message_add(
@@ -111,10 +116,13 @@ def _add_turn(parent: Message, turn, *, user, draft: Message | None, meta: dict 
 
 def scratch_prune(task: Task, *, keep: list[Message] = ()) -> None:
     """Delete the task's scratch turns (and the drafts under them) except those in `keep`."""
-    kept = [m.pk for m in keep]
-    Message.objects.filter(_scratch(task)).exclude(pk__in=kept).delete()
-    conversations = Conversation.objects.filter(**{f"meta__{SCRATCH_KEY}": task.pk})
-    conversations.exclude(messages__pk__in=kept).delete()
+    marked_messages_delete(key=SCRATCH_KEY, value=task.pk, keep=keep)
+
+
+def scratch_keep(task: Task, messages: list[Message], *, user: AbstractBaseUser) -> None:
+    """Make the task's scratch `messages` (and a new conversation they start) part of the
+    stored dialogue: unmarked, and written by `user`."""
+    marked_messages_keep(messages=messages, key=SCRATCH_KEY, value=task.pk, author_user=user)
 
 
 def current_draft(task: Task, turns: list[Turn]) -> GenerationRequest | None:
@@ -136,6 +144,16 @@ def _draft_requests(context: Message) -> QuerySet[GenerationRequest]:
         .select_related("model_version", "context")
         .order_by("-queued_at", "-id")
     )
+
+
+def task_draft_request(task: Task, pk: int) -> GenerationRequest | None:
+    """The draft request `pk`, if it was made for this task (by any of its holders)."""
+    generation = (
+        GenerationRequest.objects.select_related("model_version", "context").filter(pk=pk).first()
+    )
+    if generation is None or not draft_belongs_to_task(generation, task):
+        return None
+    return generation
 
 
 def draft_belongs_to_task(generation: GenerationRequest, task: Task) -> bool:

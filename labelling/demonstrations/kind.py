@@ -26,7 +26,13 @@ from labelling.demonstrations.dialogue import (
     turn_errors,
     turns_allowed,
 )
-from labelling.demonstrations.drafts import _add_turn, _drafts, _scratch_turn, scratch_prune
+from labelling.demonstrations.drafts import (
+    scratch_keep,
+    scratch_prune,
+    scratch_turn,
+    task_drafts,
+    turn_add,
+)
 from labelling.models import Task
 
 # ---------------------------------------------------------------- the task kind
@@ -36,7 +42,7 @@ def demonstration_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> d
     """Store the dialogue (runs inside task_submit's transaction: an error stores nothing)."""
     turns = parse_turns(data.get("turns"))
     errors = turn_errors(task=task, turns=turns, complete=True)
-    drafts = _drafts(task, [t.draft_id for t in turns if t.draft_id is not None])
+    drafts = task_drafts(task, [t.draft_id for t in turns if t.draft_id is not None])
     for i, turn in enumerate(turns):
         if turn.draft_id is not None and turn.draft_id not in drafts:
             errors.setdefault(f"turns[{i}].draft_id", "No such model draft in this project.")
@@ -51,19 +57,11 @@ def demonstration_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> d
         if parent is None:
             _, parent = conversation_start(project=task.project, text=turn.text, created_by=user)
         else:
-            parent = _add_turn(parent, turn, user=user, draft=draft)
+            parent = turn_add(parent, turn, user=user, draft=draft)
         written.append(parent)
-    for message in reused:
-        message.meta = {k: v for k, v in message.meta.items() if k != SCRATCH_KEY}
-        message.author_user = user
-    Message.objects.bulk_update(reused, ["meta", "author_user"])
-    conversation = written[0].conversation
-    if (conversation.meta or {}).get(SCRATCH_KEY) == task.pk:
-        conversation.meta = {k: v for k, v in conversation.meta.items() if k != SCRATCH_KEY}
-        conversation.created_by = user
-        conversation.save(update_fields=["meta", "created_by"])
+    scratch_keep(task, reused, user=user)
     scratch_prune(task, keep=written)
-    return {"conversation": conversation.pk, "messages": [m.pk for m in written]}
+    return {"conversation": written[0].conversation_id, "messages": [m.pk for m in written]}
 
 
 def _reused_chain(*, task: Task, turns: list[Turn], drafts: dict[int, Message]) -> list[Message]:
@@ -99,7 +97,7 @@ def _reused_chain(*, task: Task, turns: list[Turn], drafts: dict[int, Message]) 
             raise ValidationError(errors)
     parent = kept[-1] if kept else anchor
     for turn in turns[len(kept) :]:
-        found = _scratch_turn(task, parent, turn)
+        found = scratch_turn(task, parent, turn)
         if found is None:
             break
         kept.append(found)

@@ -14,7 +14,7 @@ Five formats come in:
   imported as a conversation (source "import") of human-written demonstrations (dialogues.py).
 
 Every conversation an import creates carries `meta["dataset"]`, a short name (the caller's, or
-the file's stem) that exports filter and count rows by.
+the file's stem) that exports filter and count rows by (provenance.py).
 
 A file is taken or refused as a whole: every problem is collected with its line number before
 anything is written, and nothing is stored unless there are none. Duplicates are not problems;
@@ -22,12 +22,16 @@ they are skipped and counted (prompts by normalised text against the pool and ea
 trees by `message_tree_id`, conversations by their normalised turns). Prompts must fit the
 project's `max_message_chars`; messages of a tree or an imported conversation are a record of
 what was written and are taken whatever their length.
+
+The modules: this one takes a file and hands it to its format's module (prompts.py for `jsonl`
+and `csv`, trees.py for `oasst`, dialogues.py for `messages` and `instruction`); each of those
+checks its records with reading.py, says what is wrong or what came in with report.py, and stores
+through `annotations.imports`, which owns the fast bulk insert.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,21 +41,17 @@ from django.template.defaultfilters import filesizeformat
 
 from annotations.models import Project
 from annotations.text import normalise
-from labelling.importers.bulk import insert_rows
-from labelling.importers.common import (
+from labelling.importers.dialogues import dialogues_import
+from labelling.importers.prompts import prompts_import
+from labelling.importers.provenance import (
     DATASET_NAME_RULE,
-    DIALOGUE_FORMATS,
-    FIRST_LINE,
-    ImportProblem,
-    ImportReport,
-    _decode,
-    _Rules,
+    Provenance,
     dataset_name_problem,
     default_dataset_name,
 )
-from labelling.importers.dialogues import _parse_dialogues, _store_dialogues
-from labelling.importers.prompts import _parse_csv, _parse_jsonl, _store_prompts
-from labelling.importers.trees import _parse_oasst, _store_trees, ranked_groups
+from labelling.importers.reading import FIRST_LINE, ImportRules, decode_file
+from labelling.importers.report import DIALOGUE_FORMATS, ImportProblem, ImportReport
+from labelling.importers.trees import ranked_groups, trees_import
 
 __all__ = [
     "DATASET_NAME_RULE",
@@ -63,7 +63,6 @@ __all__ = [
     "default_dataset_name",
     "detect_format",
     "import_max_bytes",
-    "insert_rows",
     "normalise",
     "prompt_file_import",
     "ranked_groups",
@@ -107,33 +106,23 @@ def prompt_file_import(
             f"({limit:,} bytes); split it into smaller files"
         )
         return ImportReport(format=fmt or "unknown", errors=[ImportProblem(None, message)])
-    text, problems, bad_lines = _decode(data)
+    text, problems, bad_lines = decode_file(data)
     fmt = fmt or detect_format(filename, text)
     report = ImportReport(format=fmt, dataset=dataset, errors=problems)
     if not text.strip():
         report.errors.append(ImportProblem(None, "the file is empty"))
         return report
-    rules = _Rules.for_file(project, text)
-    context = {"file": Path(filename).name, "batch": uuid.uuid4().hex, "format": fmt}
-    if user is not None:
-        context["by"] = user.pk
+    rules = ImportRules.for_file(project, text)
+    provenance = Provenance.for_file(
+        dataset=dataset, filename=filename, fmt=fmt, user_id=user.pk if user else None
+    )
+    read = {"project": project, "text": text, "bad_lines": bad_lines, "rules": rules}
     if fmt == "oasst":
-        trees = _parse_oasst(text, bad_lines, rules, report)
-        if report.ok:
-            _store_trees(project, trees, context, report)
+        trees_import(**read, provenance=provenance, report=report)
     elif fmt in DIALOGUE_FORMATS:
-        dialogues = _parse_dialogues(text, bad_lines, rules, fmt, report.errors)
-        if report.ok and not dialogues:
-            report.errors.append(ImportProblem(None, "the file holds no conversations"))
-        if report.ok:
-            _store_dialogues(project, dialogues, context, report)
+        dialogues_import(**read, fmt=fmt, provenance=provenance, report=report)
     else:
-        parse = _parse_csv if fmt == "csv" else _parse_jsonl
-        prompts = parse(text, bad_lines, rules, report.errors)
-        if report.ok and not prompts:
-            report.errors.append(ImportProblem(None, "the file holds no prompts"))
-        if report.ok:
-            _store_prompts(project, prompts, context, report)
+        prompts_import(**read, fmt=fmt, provenance=provenance, report=report)
     return report
 
 

@@ -27,23 +27,28 @@ import json
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.utils import timezone
 
+from annotations.imports import (
+    ImportedConversation,
+    ImportedMessage,
+    conversations_import_bulk,
+    conversations_import_lock,
+)
 from annotations.models import Conversation, Message, Project
+from annotations.selectors import conversation_external_ids
 from annotations.services import NEXT_ROLES
 from annotations.text import normalise
-from labelling.importers.bulk import _lock, insert_rows
-from labelling.importers.common import (
-    ImportProblem,
-    ImportReport,
-    _kind,
-    _lang_field,
-    _lines,
-    _load_json,
-    _Rules,
-    _tags_field,
-    _text_field,
+from labelling.importers.provenance import Provenance
+from labelling.importers.reading import (
+    ImportRules,
+    file_lines,
+    json_kind,
+    lang_field,
+    load_json_line,
+    tags_field,
+    text_field,
 )
+from labelling.importers.report import ImportProblem, ImportReport
 
 ROLES = (Message.Role.SYSTEM, Message.Role.USER, Message.Role.ASSISTANT)
 MESSAGE_KEYS = ("role", "content")
@@ -72,31 +77,50 @@ class _Dialogue:
         return KEY_PREFIX + hashlib.sha256(json.dumps(turns).encode()).hexdigest()
 
 
+def dialogues_import(
+    *,
+    project: Project,
+    text: str,
+    bad_lines: set[int],
+    rules: ImportRules,
+    fmt: str,
+    provenance: Provenance,
+    report: ImportReport,
+) -> None:
+    """Check every conversation of a `messages` or `instruction` file (`fmt`); store them if
+    none has a problem."""
+    dialogues = _parse_dialogues(text, bad_lines, rules, fmt, report.errors)
+    if report.ok and not dialogues:
+        report.errors.append(ImportProblem(None, "the file holds no conversations"))
+    if report.ok:
+        _store_dialogues(project, dialogues, provenance, report)
+
+
 def _parse_dialogues(
-    text: str, bad_lines: set[int], rules: _Rules, fmt: str, problems: list[ImportProblem]
+    text: str, bad_lines: set[int], rules: ImportRules, fmt: str, problems: list[ImportProblem]
 ) -> list[_Dialogue]:
     read = _messages_turns if fmt == "messages" else _instruction_turns
     shape = "a 'messages' array" if fmt == "messages" else "'prompt' and 'completion' fields"
     dialogues = []
-    for number, line in _lines(text, bad_lines):
-        value, ok = _load_json(line, number, problems)
+    for number, line in file_lines(text, bad_lines):
+        value, ok = load_json_line(line, number, problems)
         if not ok:
             continue
         if not isinstance(value, dict):
             problems.append(
-                ImportProblem(number, f"expected an object with {shape}, got {_kind(value)}")
+                ImportProblem(number, f"expected an object with {shape}, got {json_kind(value)}")
             )
             continue
         before = len(problems)
         turns = read(value, number, rules, problems)
-        lang = _lang_field(value, number, problems, rules)
-        tags = _tags_field(value, number, problems, rules)
+        lang = lang_field(value, number, problems, rules)
+        tags = tags_field(value, number, problems, rules)
         if len(problems) == before:
             dialogues.append(_Dialogue(line=number, turns=turns, lang=lang, tags=tags))
     return dialogues
 
 
-def _messages_turns(record: dict, line: int, rules: _Rules, problems: list) -> list[_Turn]:
+def _messages_turns(record: dict, line: int, rules: ImportRules, problems: list) -> list[_Turn]:
     before = len(problems)
     system = _system_turn(record, line, rules, problems)
     messages = _message_list(record, "messages", line, rules, problems)
@@ -128,7 +152,7 @@ def _messages_turns(record: dict, line: int, rules: _Rules, problems: list) -> l
     return turns
 
 
-def _instruction_turns(record: dict, line: int, rules: _Rules, problems: list) -> list[_Turn]:
+def _instruction_turns(record: dict, line: int, rules: ImportRules, problems: list) -> list[_Turn]:
     before = len(problems)
     system = _system_turn(record, line, rules, problems)
     prompt = _part(record, "prompt", Message.Role.USER, line, rules, problems)
@@ -173,44 +197,44 @@ def _instruction_turns(record: dict, line: int, rules: _Rules, problems: list) -
     return turns
 
 
-def _system_turn(record: dict, line: int, rules: _Rules, problems: list) -> _Turn | None:
+def _system_turn(record: dict, line: int, rules: ImportRules, problems: list) -> _Turn | None:
     # Absent, null or "" all mean no system prompt (datasets often write an empty one).
     if record.get("system") in (None, ""):
         return None
-    text = _text_field(record, "system", line, problems, rules)
+    text = text_field(record, "system", line, problems, rules)
     return None if text is None else _Turn(Message.Role.SYSTEM, text.strip(), "system")
 
 
 def _part(
-    record: dict, name: str, role: str, line: int, rules: _Rules, problems: list
+    record: dict, name: str, role: str, line: int, rules: ImportRules, problems: list
 ) -> list[_Turn]:
     """An instruction's prompt or completion: a string is one turn of `role`."""
     value = record.get(name)
     if isinstance(value, list):
         return _message_list(record, name, line, rules, problems)
     if name in record and not isinstance(value, str):
-        why = f"expected a string or an array of messages, got {_kind(value)}"
+        why = f"expected a string or an array of messages, got {json_kind(value)}"
         problems.append(ImportProblem(line, why, name))
         return []
-    text = _text_field(record, name, line, problems, rules)
+    text = text_field(record, name, line, problems, rules)
     return [] if text is None else [_Turn(role, text.strip(), name)]
 
 
-def _message_list(record: dict, name: str, line: int, rules: _Rules, problems: list) -> list:
+def _message_list(record: dict, name: str, line: int, rules: ImportRules, problems: list) -> list:
     """The turns of `record[name]`, an array of messages; every problem of each message."""
     if name not in record:
         problems.append(ImportProblem(line, "missing", name))
         return []
     items = record[name]
     if not isinstance(items, list):
-        why = f"expected an array of messages, got {_kind(items)}"
+        why = f"expected an array of messages, got {json_kind(items)}"
         problems.append(ImportProblem(line, why, name))
         return []
     turns = []
     for index, item in enumerate(items):
         path = f"{name}[{index}]"
         if not isinstance(item, dict):
-            why = f"expected an object with 'role' and 'content', got {_kind(item)}"
+            why = f"expected an object with 'role' and 'content', got {json_kind(item)}"
             problems.append(ImportProblem(line, why, path))
             continue
         for key in item:
@@ -226,7 +250,7 @@ def _message_list(record: dict, name: str, line: int, rules: _Rules, problems: l
             )
             problems.append(ImportProblem(line, why, f"{path}.role"))
             role = None
-        text = _text_field(item, "content", line, problems, rules, path=f"{path}.")
+        text = text_field(item, "content", line, problems, rules, path=f"{path}.")
         if role is not None and text is not None:
             turns.append(_Turn(role, text.strip(), f"{path}.role"))
     return turns
@@ -253,23 +277,19 @@ def _a(role: str) -> str:
 
 
 def _shown(value) -> str:
-    return repr(value) if isinstance(value, str) else _kind(value)
+    return repr(value) if isinstance(value, str) else json_kind(value)
 
 
-def _too_many(turns: list[_Turn], rules: _Rules) -> str:
+def _too_many(turns: list[_Turn], rules: ImportRules) -> str:
     return f"{len(turns)} turns; the project's limit is {rules.max_turns}"
 
 
 def _store_dialogues(
-    project: Project, dialogues: list[_Dialogue], context: dict, report: ImportReport
+    project: Project, dialogues: list[_Dialogue], provenance: Provenance, report: ImportReport
 ) -> None:
     with transaction.atomic():
-        _lock(project)
-        seen = set(
-            Conversation.objects.filter(project=project, external_id__startswith=KEY_PREFIX)
-            .values_list("external_id", flat=True)
-            .iterator()
-        )
+        conversations_import_lock(project=project)
+        seen = set(conversation_external_ids(project=project, prefix=KEY_PREFIX).iterator())
         fresh = []
         for dialogue in dialogues:
             key = dialogue.key
@@ -278,55 +298,25 @@ def _store_dialogues(
                 continue
             seen.add(key)
             fresh.append((key, dialogue))
-        now = timezone.now()
-        conversation_ids = insert_rows(
-            Conversation,
-            constants={
-                "project": project.pk,
-                "source": Conversation.Source.IMPORT,
-                "created_at": now,
-            },
-            columns={
-                "external_id": [key for key, _ in fresh],
-                "meta": [
-                    json.dumps(
-                        {
-                            "tags": d.tags,
-                            "dataset": report.dataset,
-                            "import": {**context, "line": d.line},
-                        }
-                    )
-                    for _, d in fresh
-                ],
-            },
-            returning=True,
+        counts = conversations_import_bulk(
+            project=project,
+            source=Conversation.Source.IMPORT,
+            conversations=[
+                ImportedConversation(
+                    messages=[
+                        ImportedMessage(
+                            role=turn.role,
+                            text=turn.text,
+                            lang=dialogue.lang,
+                            parent=depth - 1 if depth else None,
+                        )
+                        for depth, turn in enumerate(dialogue.turns)
+                    ],
+                    external_id=key,
+                    meta=provenance.meta(dialogue.line, {"tags": dialogue.tags}),
+                )
+                for key, dialogue in fresh
+            ],
         )
-        # Turn by turn: a message's parent (the previous turn) must exist before it, and each
-        # depth's ids come back from its insert in the order of the rows.
-        parents: list[int | None] = [None] * len(fresh)
-        for depth in range(max((len(d.turns) for _, d in fresh), default=0)):
-            rows = [i for i, (_, d) in enumerate(fresh) if len(d.turns) > depth]
-            columns = {
-                "conversation": [conversation_ids[i] for i in rows],
-                "role": [fresh[i][1].turns[depth].role for i in rows],
-                "text": [fresh[i][1].turns[depth].text for i in rows],
-                "lang": [fresh[i][1].lang for i in rows],
-            }
-            if depth:
-                columns["parent"] = [parents[i] for i in rows]
-            ids = insert_rows(
-                Message,
-                constants={
-                    "depth": depth,
-                    "is_synthetic": False,
-                    "external_id": "",
-                    "meta": {},
-                    "created_at": now,
-                },
-                columns=columns,
-                returning=True,
-            )
-            for i, pk in zip(rows, ids, strict=True):
-                parents[i] = pk
-            report.messages += len(ids)
-    report.imported = report.conversations = len(fresh)
+    report.imported = report.conversations = counts.conversations
+    report.messages += counts.messages

@@ -4,32 +4,56 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.utils import timezone
 
+from annotations.imports import (
+    ImportedConversation,
+    ImportedMessage,
+    conversations_import_bulk,
+    conversations_import_lock,
+)
 from annotations.models import Conversation, Message, Project
 from annotations.selectors import prompt_pool
 from annotations.text import normalise
-from labelling.importers.bulk import _lock, insert_rows
-from labelling.importers.common import (
+from labelling.importers.provenance import Provenance
+from labelling.importers.reading import (
     FIRST_LINE,
-    ImportProblem,
-    ImportReport,
-    _kind,
-    _lang_field,
-    _lines,
-    _load_json,
-    _Rules,
-    _tags_field,
-    _text_field,
+    ImportRules,
+    file_lines,
+    json_kind,
+    lang_field,
+    load_json_line,
+    tags_field,
+    text_field,
 )
+from labelling.importers.report import ImportProblem, ImportReport
+
+USER = Message.Role.USER
 
 
-@dataclass
+def prompts_import(
+    *,
+    project: Project,
+    text: str,
+    bad_lines: set[int],
+    rules: ImportRules,
+    fmt: str,
+    provenance: Provenance,
+    report: ImportReport,
+) -> None:
+    """Check every prompt of a JSONL or CSV file (`fmt`); store them if none has a problem."""
+    parse = _parse_csv if fmt == "csv" else _parse_jsonl
+    prompts = parse(text, bad_lines, rules, report.errors)
+    if report.ok and not prompts:
+        report.errors.append(ImportProblem(None, "the file holds no prompts"))
+    if report.ok:
+        _store_prompts(project, prompts, provenance, report)
+
+
+@dataclass(slots=True)
 class _Prompt:
     line: int
     text: str
@@ -37,25 +61,27 @@ class _Prompt:
     tags: list[str]
 
 
-def _prompt_from(record: dict, line: int, rules: _Rules, problems: list) -> _Prompt | None:
+def _prompt_from(record: dict, line: int, rules: ImportRules, problems: list) -> _Prompt | None:
     before = len(problems)
-    text = _text_field(record, "prompt", line, problems, rules)
+    text = text_field(record, "prompt", line, problems, rules)
     if text is not None:
         text = text.strip()
         if len(text) > rules.max_chars:
             message = f"{len(text)} characters; the project's limit is {rules.max_chars}"
             problems.append(ImportProblem(line, message, "prompt"))
-    lang = _lang_field(record, line, problems, rules)
-    tags = _tags_field(record, line, problems, rules)
+    lang = lang_field(record, line, problems, rules)
+    tags = tags_field(record, line, problems, rules)
     if len(problems) > before:
         return None
     return _Prompt(line=line, text=text, lang=lang, tags=tags)
 
 
-def _parse_jsonl(text: str, bad_lines: set[int], rules: _Rules, problems: list) -> list[_Prompt]:
+def _parse_jsonl(
+    text: str, bad_lines: set[int], rules: ImportRules, problems: list
+) -> list[_Prompt]:
     prompts = []
-    for number, line in _lines(text, bad_lines):
-        value, ok = _load_json(line, number, problems)
+    for number, line in file_lines(text, bad_lines):
+        value, ok = load_json_line(line, number, problems)
         if not ok:
             continue
         if isinstance(value, str):
@@ -65,7 +91,7 @@ def _parse_jsonl(text: str, bad_lines: set[int], rules: _Rules, problems: list) 
                 ImportProblem(
                     number,
                     "expected an object with a 'prompt' field or a JSON string, "
-                    f"got {_kind(value)}",
+                    f"got {json_kind(value)}",
                 )
             )
             continue
@@ -74,7 +100,7 @@ def _parse_jsonl(text: str, bad_lines: set[int], rules: _Rules, problems: list) 
     return prompts
 
 
-def _parse_csv(text: str, bad_lines: set[int], rules: _Rules, problems: list) -> list[_Prompt]:
+def _parse_csv(text: str, bad_lines: set[int], rules: ImportRules, problems: list) -> list[_Prompt]:
     head = FIRST_LINE.match(text).group(1)
     try:
         delimiter = csv.Sniffer().sniff(head, delimiters=",;\t").delimiter
@@ -123,10 +149,11 @@ def _parse_csv(text: str, bad_lines: set[int], rules: _Rules, problems: list) ->
     return prompts
 
 
-def _store_prompts(project: Project, prompts: list[_Prompt], context: dict, report: ImportReport):
-    dataset = report.dataset
+def _store_prompts(
+    project: Project, prompts: list[_Prompt], provenance: Provenance, report: ImportReport
+) -> None:
     with transaction.atomic():
-        _lock(project)
+        conversations_import_lock(project=project)
         # Existing pool prompts count as duplicates whatever their state (a prompt a lead
         # removed after a report stays removed when the same file comes in again).
         seen = {
@@ -141,43 +168,18 @@ def _store_prompts(project: Project, prompts: list[_Prompt], context: dict, repo
                 continue
             seen.add(key)
             fresh.append(prompt)
-        now = timezone.now()
-        conversation_ids = insert_rows(
-            Conversation,
-            constants={
-                "project": project.pk,
-                "source": Conversation.Source.PROMPT,
-                "external_id": "",
-                "created_at": now,
-            },
-            columns={
-                "meta": [
-                    json.dumps(
-                        {
-                            "tags": p.tags,
-                            "dataset": dataset,
-                            "import": {**context, "line": p.line},
-                        }
-                    )
-                    for p in fresh
-                ]
-            },
-            returning=True,
-        )
-        insert_rows(
-            Message,
-            constants={
-                "role": Message.Role.USER,
-                "depth": 0,
-                "is_synthetic": False,
-                "external_id": "",
-                "meta": {},
-                "created_at": now,
-            },
-            columns={
-                "conversation": conversation_ids,
-                "text": [p.text for p in fresh],
-                "lang": [p.lang for p in fresh],
-            },
+        conversations_import_bulk(
+            project=project,
+            source=Conversation.Source.PROMPT,
+            # Built one by one as they are stored, not held in a list (see the service), with
+            # positional arguments: this runs once per prompt of a file of 100,000.
+            conversations=(
+                ImportedConversation(
+                    (ImportedMessage(USER, p.text, p.lang),),
+                    "",
+                    provenance.meta(p.line, {"tags": p.tags}),
+                )
+                for p in fresh
+            ),
         )
     report.imported = report.conversations = report.messages = len(fresh)

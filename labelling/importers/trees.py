@@ -7,30 +7,28 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.utils import timezone
 
-from annotations.models import (
-    Conversation,
-    Message,
-    ModelVersion,
-    Project,
-    Ranking,
-    RankingCandidate,
-    RankingSet,
+from annotations.imports import (
+    ImportedConversation,
+    ImportedMessage,
+    ImportedRanking,
+    conversations_import_bulk,
+    conversations_import_lock,
 )
+from annotations.models import Conversation, Message, ModelVersion, Project
+from annotations.selectors import conversation_external_ids
 from annotations.services import NEXT_ROLES
-from labelling.importers.bulk import BATCH_SIZE, _lock
-from labelling.importers.common import (
-    ImportProblem,
-    ImportReport,
-    _kind,
-    _lang_field,
-    _lines,
-    _load_json,
-    _Rules,
-    _storable,
-    _text_field,
+from labelling.importers.provenance import Provenance
+from labelling.importers.reading import (
+    ImportRules,
+    file_lines,
+    is_storable,
+    json_kind,
+    lang_field,
+    load_json_line,
+    text_field,
 )
+from labelling.importers.report import ImportProblem, ImportReport
 
 OA_ROLES = {"prompter": Message.Role.USER, "assistant": Message.Role.ASSISTANT}
 # What an Open Assistant node keeps in Message.meta besides what has a column of its own.
@@ -50,7 +48,9 @@ LONG_ID = f"longer than {EXTERNAL_ID_MAX} characters"
 
 
 @dataclass
-class _Node:
+class Node:
+    """One message of a tree, checked."""
+
     parent: int | None  # index in the tree's nodes
     role: str
     text: str
@@ -61,52 +61,68 @@ class _Node:
     model_name: str | None
     rank: int | None
     meta: dict
-    pk: int | None = None
 
 
 @dataclass
-class _Tree:
+class Tree:
+    """One line of the file: a message tree, checked."""
+
     line: int
     tree_id: str
     state: str | None
-    nodes: list[_Node] = field(default_factory=list)  # breadth first: parents before children
+    nodes: list[Node] = field(default_factory=list)  # breadth first: parents before children
 
 
-def _parse_oasst(text: str, bad_lines: set[int], rules: _Rules, report: ImportReport):
+def trees_import(
+    *,
+    project: Project,
+    text: str,
+    bad_lines: set[int],
+    rules: ImportRules,
+    provenance: Provenance,
+    report: ImportReport,
+) -> None:
+    """Check every tree of an Open Assistant file; store them if none has a problem."""
+    trees = _parse_oasst(text, bad_lines, rules, report)
+    if report.ok:
+        _store_trees(project, trees, provenance, report)
+
+
+def _parse_oasst(text: str, bad_lines: set[int], rules: ImportRules, report: ImportReport):
     problems = report.errors
-    trees: list[_Tree] = []
+    trees: list[Tree] = []
     tree_ids: set[str] = set()
     message_lines: dict[str, int] = {}  # every message id in the file -> its line
-    for number, line in _lines(text, bad_lines):
-        value, ok = _load_json(line, number, problems)
+    for number, line in file_lines(text, bad_lines):
+        value, ok = load_json_line(line, number, problems)
         if not ok:
             continue
         if not isinstance(value, dict):
-            kind = _kind(value)
+            kind = json_kind(value)
             problems.append(ImportProblem(number, f"expected a message tree object, got {kind}"))
             continue
-        tree_id = _text_field(value, "message_tree_id", number, problems, rules)
+        tree_id = text_field(value, "message_tree_id", number, problems, rules)
         if tree_id is not None and len(tree_id) > EXTERNAL_ID_MAX:
             problems.append(ImportProblem(number, LONG_ID, "message_tree_id"))
             tree_id = None
         state = value.get("tree_state")
-        if state is not None and not (isinstance(state, str) and _storable(state)):
+        if state is not None and not (isinstance(state, str) and is_storable(state)):
             problems.append(ImportProblem(number, "expected a string", "tree_state"))
         root = value.get("prompt")
         if not isinstance(root, dict):
-            why = "missing" if root is None else f"expected an object, got {_kind(root)}"
+            why = "missing" if root is None else f"expected an object, got {json_kind(root)}"
             problems.append(ImportProblem(number, why, "prompt"))
         elif tree_id in tree_ids:
             report.duplicates += 1  # the same tree twice in one file
         elif tree_id is not None:
             tree_ids.add(tree_id)
-            tree = _Tree(line=number, tree_id=tree_id, state=state)
+            tree = Tree(line=number, tree_id=tree_id, state=state)
             report.deleted += _walk(tree, root, rules, message_lines, problems)
             trees.append(tree)
     return trees
 
 
-def _walk(tree: _Tree, root: dict, rules: _Rules, message_lines: dict, problems: list) -> int:
+def _walk(tree: Tree, root: dict, rules: ImportRules, message_lines: dict, problems: list) -> int:
     """Check the tree's nodes breadth first into `tree.nodes`; the number of deleted messages.
 
     Field names in problems are paths such as `prompt.replies[1].text`. A deleted node is left
@@ -122,20 +138,20 @@ def _walk(tree: _Tree, root: dict, rules: _Rules, message_lines: dict, problems:
             problems.append(ImportProblem(line, message, path + name))
 
         if not isinstance(raw, dict):
-            bad(f"expected an object, got {_kind(raw)}", "", path[:-1])
+            bad(f"expected an object, got {json_kind(raw)}", "", path[:-1])
             continue
         if raw.get("deleted") is True:
             deleted += _count_nodes(raw)
             continue
-        message_id = _text_field(raw, "message_id", line, problems, rules, path=path)
+        message_id = text_field(raw, "message_id", line, problems, rules, path=path)
         if message_id is not None and len(message_id) > EXTERNAL_ID_MAX:
             bad(LONG_ID, "message_id")
         elif message_id in message_lines:
             bad(f"{message_id} also appears on line {message_lines[message_id]}", "message_id")
         elif message_id is not None:
             message_lines[message_id] = line
-        text = _text_field(raw, "text", line, problems, rules, path=path)
-        lang = _lang_field(raw, line, problems, rules, path=path)
+        text = text_field(raw, "text", line, problems, rules, path=path)
+        lang = lang_field(raw, line, problems, rules, path=path)
         above = tree.nodes[parent] if parent is not None else None
         role = OA_ROLES.get(raw.get("role"))
         if role is None:
@@ -148,7 +164,7 @@ def _walk(tree: _Tree, root: dict, rules: _Rules, message_lines: dict, problems:
             bad(f"{parent_id!r} is not the message it replies to", "parent_id")
         rank = raw.get("rank")
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
-            bad(f"expected a whole number or null, got {_kind(rank)}", "rank")
+            bad(f"expected a whole number or null, got {json_kind(rank)}", "rank")
         # A model-written message gets the model as its author, registered by this name.
         synthetic = raw.get("synthetic") is True
         model_name = raw.get("model_name") if synthetic else None
@@ -160,15 +176,15 @@ def _walk(tree: _Tree, root: dict, rules: _Rules, message_lines: dict, problems:
             bad(f"{model_name!r} is not a valid model name", "model_name")
         replies = raw.get("replies") or []
         if not isinstance(replies, list):
-            bad(f"expected an array, got {_kind(replies)}", "replies")
+            bad(f"expected an array, got {json_kind(replies)}", "replies")
         meta = {key: raw[key] for key in OA_META_KEYS if key in raw}
-        if not _storable(meta):
+        if not is_storable(meta):
             why = "a review field holds a NUL, a broken \\u escape or a non-finite number"
             bad(why, "", path[:-1])
         if len(problems) > before:
             continue
         tree.nodes.append(
-            _Node(
+            Node(
                 parent=parent,
                 role=role,
                 text=text,
@@ -198,7 +214,7 @@ def _count_nodes(raw) -> int:
     return count
 
 
-def ranked_groups(nodes: list[_Node]) -> dict[int, list[int]]:
+def ranked_groups(nodes: list[Node]) -> dict[int, list[int]]:
     """Parent index -> indices of its replies that carry a rank, where two or more do."""
     ranked: dict[int, list[int]] = defaultdict(list)
     for index, node in enumerate(nodes):
@@ -207,109 +223,50 @@ def ranked_groups(nodes: list[_Node]) -> dict[int, list[int]]:
     return {parent: children for parent, children in ranked.items() if len(children) >= 2}
 
 
-def _store_trees(project: Project, trees: list[_Tree], context: dict, report: ImportReport):
+def _store_trees(
+    project: Project, trees: list[Tree], provenance: Provenance, report: ImportReport
+) -> None:
     with transaction.atomic():
-        _lock(project)
-        existing = set(
-            Conversation.objects.filter(project=project)
-            .exclude(external_id="")
-            .values_list("external_id", flat=True)
-        )
+        conversations_import_lock(project=project)
+        existing = set(conversation_external_ids(project=project))
         fresh = [tree for tree in trees if tree.tree_id not in existing and tree.nodes]
         report.duplicates += sum(1 for tree in trees if tree.tree_id in existing)
-        models = {
-            name: ModelVersion.objects.get_or_create(
-                name=name,
-                defaults={"kind": ModelVersion.Kind.POLICY, "source": name, "notes": "imported"},
-            )[0]
-            for name in sorted({n.model_name for t in fresh for n in t.nodes if n.model_name})
-        }
-        conversations = Conversation.objects.bulk_create(
-            [
-                Conversation(
-                    project=project,
-                    source=Conversation.Source.IMPORT,
+        counts = conversations_import_bulk(
+            project=project,
+            source=Conversation.Source.IMPORT,
+            conversations=[
+                ImportedConversation(
+                    messages=[
+                        ImportedMessage(
+                            role=node.role,
+                            text=node.text,
+                            lang=node.lang,
+                            parent=node.parent,
+                            external_id=node.external_id,
+                            model=node.model_name,
+                            synthetic=node.is_synthetic,
+                            meta=node.meta,
+                        )
+                        for node in tree.nodes
+                    ],
                     external_id=tree.tree_id,
-                    meta={
-                        "tree_state": tree.state,
-                        "dataset": report.dataset,
-                        "import": {**context, "line": tree.line},
-                    },
+                    meta=provenance.meta(tree.line, {"tree_state": tree.state}),
+                    rankings=_rankings(tree),
                 )
                 for tree in fresh
             ],
-            batch_size=BATCH_SIZE,
         )
-        # Level by level: the database insists that a parent exists (in the same conversation)
-        # before its replies, and each level's ids come back from its bulk insert.
-        levels: dict[int, list[tuple[_Tree, _Node, int]]] = defaultdict(list)
-        for tree, conversation in zip(fresh, conversations, strict=True):
-            for node in tree.nodes:
-                levels[node.depth].append((tree, node, conversation.pk))
-        for depth in sorted(levels):
-            rows = levels[depth]
-            created = Message.objects.bulk_create(
-                [
-                    Message(
-                        conversation_id=conversation_id,
-                        parent_id=tree.nodes[node.parent].pk if node.parent is not None else None,
-                        role=node.role,
-                        text=node.text,
-                        lang=node.lang,
-                        depth=node.depth,
-                        author_model=models.get(node.model_name),
-                        is_synthetic=node.is_synthetic,
-                        external_id=node.external_id,
-                        meta=node.meta,
-                    )
-                    for tree, node, conversation_id in rows
-                ],
-                batch_size=BATCH_SIZE,
-            )
-            for (_, node, _), message in zip(rows, created, strict=True):
-                node.pk = message.pk
-            report.messages += len(created)
-        _store_rankings(project, fresh, report)
-    report.imported = report.conversations = len(fresh)
+    report.imported = report.conversations = counts.conversations
+    report.messages += counts.messages
+    report.ranking_sets = counts.ranking_sets
 
 
-def _store_rankings(project: Project, trees: list[_Tree], report: ImportReport) -> None:
-    now = timezone.now()
-    sets, orders = [], []
-    for tree in trees:
-        for parent, children in ranked_groups(tree.nodes).items():
-            ranks = sorted({tree.nodes[i].rank for i in children})
-            # Best first; replies with equal ranks form one tie group.
-            order = [[tree.nodes[i].pk for i in children if tree.nodes[i].rank == r] for r in ranks]
-            candidates = [tree.nodes[i].pk for i in children]
-            sets.append(
-                RankingSet(
-                    project=project,
-                    context_id=tree.nodes[parent].pk,
-                    state=RankingSet.State.COMPLETE,
-                    rankings_needed=1,
-                    rankings_count=1,
-                    consensus=order,
-                    completed_at=now,
-                )
-            )
-            orders.append((order, candidates))
-    created = RankingSet.objects.bulk_create(sets, batch_size=BATCH_SIZE)
-    RankingCandidate.objects.bulk_create(
-        [
-            RankingCandidate(
-                ranking_set_id=ranking_set.pk, message_id=message_id, position=position
-            )
-            for ranking_set, (_, candidates) in zip(created, orders, strict=True)
-            for position, message_id in enumerate(candidates)
-        ],
-        batch_size=BATCH_SIZE,
-    )
-    Ranking.objects.bulk_create(
-        [
-            Ranking(ranking_set_id=ranking_set.pk, annotator=None, order=order)
-            for ranking_set, (order, _) in zip(created, orders, strict=True)
-        ],
-        batch_size=BATCH_SIZE,
-    )
-    report.ranking_sets = len(created)
+def _rankings(tree: Tree) -> list[ImportedRanking]:
+    """Wherever two or more replies carry a rank: a ranking of them, best first; replies with
+    equal ranks form one tie group."""
+    rankings = []
+    for parent, children in ranked_groups(tree.nodes).items():
+        ranks = sorted({tree.nodes[i].rank for i in children})
+        order = [[i for i in children if tree.nodes[i].rank == rank] for rank in ranks]
+        rankings.append(ImportedRanking(context=parent, candidates=children, order=order))
+    return rankings

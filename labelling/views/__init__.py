@@ -1,1 +1,1 @@
-"""Pages of the labelling app, one module per area; each module lists its own `urlpatterns`."""
+"""Pages of the labelling app, one module per area; labelling/urls.py lists their URLs."""

@@ -6,30 +6,26 @@ import re
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
-import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from annotations.access import project_for_member
 from annotations.models import Conversation, Message, PromptReport
-from annotations.selectors import thread_to
 from annotations.text import parse_json
 from labelling import demonstrations as demo
 from labelling.assignment import (
     PageSave,
-    TaskConflict,
     task_for_member,
     task_open_page,
     task_skip,
     task_submit,
 )
 from labelling.models import Task
+from labelling.views.errors import Refusal, refusal_as_json, refusal_as_text, shows_refusals
 from labelling.views.pages import claim_for_page
-from trainer_bridge.models import GenerationRequest
 from trainer_bridge.selectors import queue_position
 
 PAGE = "labelling/demonstration.html"
@@ -64,15 +60,10 @@ def demonstration_next(request: HttpRequest, slug: str) -> HttpResponse:
     return _claim(request, project_for_member(request.user, slug, capability="annotate"))
 
 
-def _error_lines(exc: ValidationError) -> list[str]:
-    if not hasattr(exc, "error_dict"):
-        return list(exc.messages)
-    lines = []
-    for key, errors in exc.message_dict.items():
-        match = TURN_FIELD.match(key)
-        label = f"Turn {int(match[1]) + 1}: " if match else ""
-        lines.extend(f"{label}{error}" for error in errors)
-    return lines
+def _turn_label(field: str) -> str:
+    """Errors about a turn start with its number: `turns[2].text` -> "Turn 3: "."""
+    match = TURN_FIELD.match(field)
+    return f"Turn {int(match[1]) + 1}: " if match else ""
 
 
 def _start_kind(thread: list[Message]) -> str:
@@ -92,10 +83,8 @@ def _page_context(request: HttpRequest, task: Task) -> dict:
         "done": task.state == Task.State.DONE and task.assignee_id == user.pk,
     }
     if context["done"]:
-        ids = (task.result or {}).get("messages") or []
-        last = Message.objects.filter(pk__in=ids[-1:]).first()
-        context["stored"] = thread_to(last) if last else []
-        context["written"] = set(ids)
+        context["stored"] = demo.submitted_thread(task)
+        context["written"] = set((task.result or {}).get("messages") or [])
         return context
     if not context["held"]:
         return context
@@ -140,16 +129,16 @@ def _render_page(
     return render(request, PAGE, context, status=status)
 
 
+def _page_refused(request: HttpRequest, refusal: Refusal, task_id: int) -> HttpResponse:
+    """The page again, saying what was refused."""
+    task = task_for_member(task_id=task_id, user=request.user)
+    return _render_page(request, task, errors=refusal.lines(_turn_label), status=refusal.status)
+
+
 @login_required
 @require_GET
 def demonstration_page(request: HttpRequest, task_id: int) -> HttpResponse:
     return _render_page(request, _demonstration_task(request, task_id))
-
-
-def _json_errors(exc: ValidationError) -> dict:
-    if hasattr(exc, "error_dict"):
-        return {key: list(errors) for key, errors in exc.message_dict.items()}
-    return {"non_field_errors": list(exc.messages)}
 
 
 def saved_answer(saved: PageSave | Task, page: int = 0) -> dict:
@@ -187,6 +176,7 @@ def page_save_body(request: HttpRequest) -> object:
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@shows_refusals(refusal_as_json)
 def demonstration_autosave(request: HttpRequest, task_id: int) -> JsonResponse:
     """The page's autosave (JSON in, JSON out); renews the lease. GET: where the work stands."""
     task = _demonstration_task(request, task_id)
@@ -194,13 +184,8 @@ def demonstration_autosave(request: HttpRequest, task_id: int) -> JsonResponse:
         if task.state != Task.State.ASSIGNED or task.assignee_id != request.user.pk:
             return JsonResponse({"detail": "You do not hold this task."}, status=409)
         return JsonResponse(saved_answer(task, page=_page_number(request.GET.get("page"))))
-    try:
-        data = page_save_body(request)
-        saved = demo.demonstration_autosave(task_id=task_id, user=request.user, data=data)
-    except ValidationError as exc:
-        return JsonResponse(_json_errors(exc), status=400)
-    except TaskConflict as exc:
-        return JsonResponse({"detail": exc.message, "code": exc.code}, status=409)
+    data = page_save_body(request)
+    saved = demo.demonstration_autosave(task_id=task_id, user=request.user, data=data)
     return JsonResponse(saved_answer(saved))
 
 
@@ -211,8 +196,18 @@ def _posted_state(request: HttpRequest) -> dict | None:
     return parse_json(raw, "state")
 
 
+def _draft_refused(request: HttpRequest, refusal: Refusal, task_id: int) -> HttpResponse:
+    if refusal.conflict:
+        return refusal_as_text(request, refusal)
+    # The page always sends its work as it keeps it: this is a malformed request.
+    task = _demonstration_task(request, task_id)
+    note = " ".join(refusal.lines(_turn_label))
+    return render(request, DRAFT, {"task": task, "note": note}, status=400)
+
+
 @login_required
 @require_POST
+@shows_refusals(_draft_refused)
 def demonstration_draft(request: HttpRequest, task_id: int) -> HttpResponse:
     """Ask for a draft of the next assistant turn (htmx); answers with the draft fragment.
 
@@ -220,31 +215,31 @@ def demonstration_draft(request: HttpRequest, task_id: int) -> HttpResponse:
     what the trainer sees; mode=auto reuses a draft already made for this point.
     """
     task = _demonstration_task(request, task_id)
-    context = {"task": task}
+    state = _posted_state(request)
     saved = None
-    try:
-        state = _posted_state(request)
-        if state is not None:
-            saved = demo.demonstration_autosave(task_id=task_id, user=request.user, data=state)
-    except ValidationError as exc:
-        # The page always sends its work as it keeps it: this is a malformed request.
-        return render(request, DRAFT, {**context, "note": " ".join(_error_lines(exc))}, status=400)
-    except TaskConflict as exc:
-        return HttpResponse(exc.message, status=409, content_type="text/plain")
-    try:
-        generation = demo.demonstration_draft_request(
-            task_id=task_id, user=request.user, reuse=request.POST.get("mode") == "auto"
-        )
-    except ValidationError as exc:
-        response = render(request, DRAFT, {**context, "note": " ".join(_error_lines(exc))})
-    except TaskConflict as exc:
-        return HttpResponse(exc.message, status=409, content_type="text/plain")
-    else:
-        context.update(generation=generation, position=queue_position(generation))
-        response = render(request, DRAFT, context)
-    if saved is not None:
+    if state is not None:
+        saved = demo.demonstration_autosave(task_id=task_id, user=request.user, data=state)
+    response = _draft_fragment(request, task)
+    if saved is not None and response.status_code == 200:  # the fragment, not a conflict
         trigger_client_event(response, "demo:saved", saved_answer(saved))
     return response
+
+
+def _no_draft(request: HttpRequest, refusal: Refusal, task: Task) -> HttpResponse:
+    if refusal.conflict:
+        return refusal_as_text(request, refusal)
+    # Why there is no draft to ask for here (no draft model, the user speaks next): said in
+    # the fragment, as an answer rather than an error.
+    return render(request, DRAFT, {"task": task, "note": " ".join(refusal.lines(_turn_label))})
+
+
+@shows_refusals(_no_draft)
+def _draft_fragment(request: HttpRequest, task: Task) -> HttpResponse:
+    generation = demo.demonstration_draft_request(
+        task_id=task.pk, user=request.user, reuse=request.POST.get("mode") == "auto"
+    )
+    context = {"task": task, "generation": generation, "position": queue_position(generation)}
+    return render(request, DRAFT, context)
 
 
 @login_required
@@ -252,14 +247,8 @@ def demonstration_draft(request: HttpRequest, task_id: int) -> HttpResponse:
 def demonstration_draft_status(request: HttpRequest, task_id: int, pk: int) -> HttpResponse:
     """The draft fragment again, polled while the request is queued or running."""
     task = _demonstration_task(request, task_id)
-    generation = (
-        GenerationRequest.objects.select_related("model_version", "context").filter(pk=pk).first()
-    )
-    if (
-        generation is None
-        or task.assignee_id != request.user.pk
-        or not demo.draft_belongs_to_task(generation, task)
-    ):
+    generation = demo.task_draft_request(task, pk)
+    if generation is None or task.assignee_id != request.user.pk:
         raise Http404("No such draft.")
     context = {"task": task, "generation": generation, "position": queue_position(generation)}
     return render(request, DRAFT, context)
@@ -267,65 +256,33 @@ def demonstration_draft_status(request: HttpRequest, task_id: int, pk: int) -> H
 
 @login_required
 @require_POST
+@shows_refusals(_page_refused)
 def demonstration_submit(request: HttpRequest, task_id: int) -> HttpResponse:
     """Store the page's work, then submit it; a repeated submit finds the task done."""
     task = _demonstration_task(request, task_id)
-    try:
-        state = _posted_state(request)
-        if state is not None and task.state != Task.State.DONE:
-            # What the page shows is what it submits, whatever another page saved meanwhile:
-            # kept as the autosave too, so the page comes back with it if the server refuses it.
-            demo.demonstration_autosave(
-                task_id=task_id, user=request.user, data=state, take_over=True
-            )
-        turns = demo.state_from_autosave(state if state is not None else task.autosave)["turns"]
-        task = task_submit(task_id=task_id, user=request.user, data={"turns": turns})
-    except ValidationError as exc:
-        task = task_for_member(task_id=task_id, user=request.user)
-        return _render_page(request, task, errors=_error_lines(exc), status=400)
-    except TaskConflict as exc:
-        task = task_for_member(task_id=task_id, user=request.user)
-        return _render_page(request, task, errors=[exc.message], status=409)
+    state = _posted_state(request)
+    if state is not None and task.state != Task.State.DONE:
+        # What the page shows is what it submits, whatever another page saved meanwhile: kept
+        # as the autosave too, so the page comes back with it if the server refuses it.
+        demo.demonstration_autosave(task_id=task_id, user=request.user, data=state, take_over=True)
+    turns = demo.state_from_autosave(state if state is not None else task.autosave)["turns"]
+    task = task_submit(task_id=task_id, user=request.user, data={"turns": turns})
     messages.success(request, "Demonstration submitted. Thank you!")
     return redirect("demonstration", task_id=task.pk)
 
 
 @login_required
 @require_POST
+@shows_refusals(_page_refused)
 def demonstration_skip(request: HttpRequest, task_id: int) -> HttpResponse:
     """Pass on the task (optionally reporting its prompt) and go on to another one."""
     task = _demonstration_task(request, task_id)
     report = request.POST.get("report") or None
     extra = {"report": report} if report else {}
-    reason = request.POST.get("reason", "")
-    try:
-        task_skip(task_id=task_id, user=request.user, reason=reason, **extra)
-    except ValidationError as exc:
-        return _render_page(request, task, errors=_error_lines(exc), status=400)
-    except TaskConflict as exc:
-        return _render_page(request, task, errors=[exc.message], status=409)
+    task_skip(task_id=task_id, user=request.user, reason=request.POST.get("reason", ""), **extra)
     if report:
         label = PromptReport.Reason(report).label.lower()
         messages.info(request, f"Skipped and reported ({label}); a lead will review the prompt.")
     else:
         messages.info(request, "Skipped. Here is another task.")
     return _claim(request, task.project)
-
-
-urlpatterns = [
-    path("p/<slug:slug>/demonstrations/next", demonstration_next, name="demonstration-next"),
-    path("demonstrations/<id:task_id>/", demonstration_page, name="demonstration"),
-    path(
-        "demonstrations/<id:task_id>/autosave",
-        demonstration_autosave,
-        name="demonstration-autosave",
-    ),
-    path("demonstrations/<id:task_id>/draft", demonstration_draft, name="demonstration-draft"),
-    path(
-        "demonstrations/<id:task_id>/draft/<id:pk>",
-        demonstration_draft_status,
-        name="demonstration-draft-status",
-    ),
-    path("demonstrations/<id:task_id>/submit", demonstration_submit, name="demonstration-submit"),
-    path("demonstrations/<id:task_id>/skip", demonstration_skip, name="demonstration-skip"),
-]

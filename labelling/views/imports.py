@@ -7,7 +7,6 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
-from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from annotations.access import project_for_member
@@ -101,8 +100,3 @@ def prompt_import(request: HttpRequest, slug: str) -> HttpResponse:
     }
     status = 400 if request.method == "POST" else 200
     return render(request, PAGE, context, status=status)
-
-
-urlpatterns = [
-    path("p/<slug:slug>/import/", prompt_import, name="prompt-import"),
-]

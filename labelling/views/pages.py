@@ -4,27 +4,39 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
-from rest_framework.authtoken.models import Token
 
 from annotations.access import project_for_member
 from annotations.models import Project
-from labelling.assignment import TaskConflict, task_claim_next
-from labelling.selectors import project_queues, projects_with_queues
-from trainer_bridge.models import GenerationRequest
+from labelling.assignment import task_claim_next
+from labelling.selectors import (
+    api_token_of,
+    failed_generations,
+    memberships_of,
+    project_members,
+    project_queues,
+    projects_with_queues,
+)
+from labelling.services import api_token_regenerate
+from labelling.views.errors import Refusal, shows_refusals
+
+FAILED_GENERATIONS_SHOWN = 10
 
 
+def _claim_refused(
+    request: HttpRequest, refusal: Refusal, project: Project, *args, **kwargs
+) -> HttpResponse:
+    messages.warning(request, refusal.text)  # at the open-task limit
+    return redirect("project-detail", slug=project.slug)
+
+
+@shows_refusals(_claim_refused)
 def claim_for_page(
     request: HttpRequest, project: Project, kind: str, *, page: str, none_left: str
 ) -> HttpResponse:
     """Claim the user's next task of `kind` and open it on the page named `page`; or go back to
     the project page with the reason (at the open-task limit, or nothing left)."""
-    try:
-        task = task_claim_next(project=project, user=request.user, kind=kind)
-    except TaskConflict as exc:
-        messages.warning(request, exc.message)
-        return redirect("project-detail", slug=project.slug)
+    task = task_claim_next(project=project, user=request.user, kind=kind)
     if task is None:
         messages.info(request, none_left)
         return redirect("project-detail", slug=project.slug)
@@ -45,15 +57,9 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     context = {
         "project": project,
         "queues": queues,
-        "members": project.memberships.select_related("user").order_by("role", "user__username")
-        if "manage" in queues.capabilities
-        else None,
+        "members": project_members(project) if "manage" in queues.capabilities else None,
         "candidate_models": project.candidate_models.all(),
-        "failed_generations": GenerationRequest.objects.filter(
-            project=project, state=GenerationRequest.State.FAILED
-        )
-        .select_related("model_version")
-        .order_by("-finished_at")[:10]
+        "failed_generations": failed_generations(project)[:FAILED_GENERATIONS_SHOWN]
         if queues.capabilities & {"manage", "generate"}
         else None,
     }
@@ -63,24 +69,14 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET"])
 def profile(request: HttpRequest) -> HttpResponse:
-    token = Token.objects.filter(user=request.user).first()
-    memberships = request.user.memberships.select_related("project").order_by("project__name")
-    return render(request, "labelling/profile.html", {"token": token, "memberships": memberships})
+    context = {"token": api_token_of(request.user), "memberships": memberships_of(request.user)}
+    return render(request, "labelling/profile.html", context)
 
 
 @login_required
 @require_POST
 def token_regenerate(request: HttpRequest) -> HttpResponse:
     """Issue a new API token; the old one stops working at once."""
-    Token.objects.filter(user=request.user).delete()
-    Token.objects.create(user=request.user)
+    api_token_regenerate(user=request.user)
     messages.success(request, "A new API token was issued. The previous one no longer works.")
     return redirect("profile")
-
-
-urlpatterns = [
-    path("", home, name="home"),
-    path("p/<slug:slug>/", project_detail, name="project-detail"),
-    path("accounts/profile/", profile, name="profile"),
-    path("accounts/profile/token/", token_regenerate, name="token-regenerate"),
-]

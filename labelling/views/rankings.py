@@ -9,15 +9,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
-import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from annotations.access import project_for_member
 from annotations.text import parse_json
 from labelling.assignment import (
     PageSave,
-    TaskConflict,
     parse_page_position,
     task_for_member,
     task_open_page,
@@ -28,6 +25,7 @@ from labelling.assignment import (
 from labelling.comparisons import comparison_create
 from labelling.models import Task
 from labelling.rankings import RankingView, ranking_view
+from labelling.views.errors import Refusal, refusal_as_json, shows_refusals
 from labelling.views.pages import claim_for_page
 
 TEMPLATE = "labelling/rank.html"
@@ -190,8 +188,19 @@ def rank_next(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+def _rank_refused(request: HttpRequest, refusal: Refusal, task_id: int) -> HttpResponse:
+    """The page again with what the trainer posted and what is wrong with it; or, when the task
+    is no longer theirs, the page that says so."""
+    task = _ranking_task(request, task_id)
+    if refusal.conflict:
+        return _not_held(request, task, reason=refusal.text)
+    posted, _ = _posted_submission(request)
+    return _render_page(request, task, state=posted, errors=refusal.errors, status=400)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
+@shows_refusals(_rank_refused)
 def rank_task(request: HttpRequest, task_id: int) -> HttpResponse:
     task = _ranking_task(request, task_id)
     if task.state == Task.State.DONE and task.assignee_id == request.user.pk:
@@ -211,16 +220,10 @@ def rank_task(request: HttpRequest, task_id: int) -> HttpResponse:
         return _render_page(request, task, state=_own_work(task, request.user))
 
     data, errors = _posted_submission(request)
-    if not errors:
-        try:
-            task = task_submit(task_id=task.pk, user=request.user, data=data)
-        except ValidationError as exc:
-            errors = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
-        except TaskConflict as exc:
-            return _not_held(request, task, reason=exc.message)
-        else:
-            return _after_submit(request, task)
-    return _render_page(request, task, state=data, errors=errors, status=400)
+    if errors:
+        raise ValidationError(errors)
+    task = task_submit(task_id=task.pk, user=request.user, data=data)
+    return _after_submit(request, task)
 
 
 def _not_held(request: HttpRequest, task: Task, reason: str = "") -> HttpResponse:
@@ -242,20 +245,21 @@ def _after_submit(request: HttpRequest, task: Task) -> HttpResponse:
     return _go_to_next(request, task)
 
 
+def _skip_refused(request: HttpRequest, refusal: Refusal, task_id: int) -> HttpResponse:
+    task = _ranking_task(request, task_id)
+    if refusal.conflict:
+        messages.error(request, refusal.text)
+        return redirect("project-detail", slug=task.project.slug)
+    state = _own_work(task, request.user)
+    return _render_page(request, task, state=state, errors=refusal.errors, status=400)
+
+
 @login_required
 @require_POST
+@shows_refusals(_skip_refused)
 def rank_skip(request: HttpRequest, task_id: int) -> HttpResponse:
     task = _ranking_task(request, task_id)
-    try:
-        task_skip(task_id=task.pk, user=request.user, reason=request.POST.get("skip_reason", ""))
-    except ValidationError as exc:
-        errors = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
-        return _render_page(
-            request, task, state=_own_work(task, request.user), errors=errors, status=400
-        )
-    except TaskConflict as exc:
-        messages.error(request, exc.message)
-        return redirect("project-detail", slug=task.project.slug)
+    task_skip(task_id=task.pk, user=request.user, reason=request.POST.get("skip_reason", ""))
     messages.info(request, "Skipped. You will not be offered that set again.")
     return _go_to_next(request, task)
 
@@ -285,6 +289,7 @@ def _saved_answer(request: HttpRequest, saved: PageSave | Task, page: int = 0) -
 
 @login_required
 @require_http_methods(["GET", "POST"])
+@shows_refusals(refusal_as_json)
 def rank_autosave(request: HttpRequest, task_id: int) -> HttpResponse:
     """Keep the work in progress on the server; it also renews the lease. GET: where it stands.
 
@@ -298,53 +303,36 @@ def rank_autosave(request: HttpRequest, task_id: int) -> HttpResponse:
         raw = request.GET.get("page") or ""
         page = int(raw) if raw.isdigit() and len(raw) < 16 else 0
         return JsonResponse(_saved_answer(request, task, page))
-    try:
-        if request.content_type == "application/json":
-            data = parse_json(request.body or b"{}", "data")
-        else:
-            data = parse_json(request.POST.get("data") or "{}", "data")
-        if not isinstance(data, dict):
-            raise ValidationError("Autosaved data must be an object.")
-        page, seq, take_over = parse_page_position(data)
-        work = {key: value for key, value in data.items() if key not in PAGE_KEYS}
-        work["user"] = request.user.pk  # whose work this is (see rank_task)
-        saved = task_page_autosave(
-            task_id=task.pk,
-            user=request.user,
-            data=work,
-            page=page,
-            seq=seq,
-            take_over=take_over,
-        )
-    except ValidationError as exc:
-        return JsonResponse({"detail": " ".join(exc.messages)}, status=400)
-    except TaskConflict as exc:
-        return JsonResponse({"detail": exc.message, "code": exc.code}, status=409)
+    if request.content_type == "application/json":
+        data = parse_json(request.body or b"{}", "data")
+    else:
+        data = parse_json(request.POST.get("data") or "{}", "data")
+    if not isinstance(data, dict):
+        raise ValidationError("Autosaved data must be an object.")
+    page, seq, take_over = parse_page_position(data)
+    work = {key: value for key, value in data.items() if key not in PAGE_KEYS}
+    work["user"] = request.user.pk  # whose work this is (see rank_task)
+    saved = task_page_autosave(
+        task_id=task.pk, user=request.user, data=work, page=page, seq=seq, take_over=take_over
+    )
     return JsonResponse(_saved_answer(request, saved))
+
+
+def _comparison_refused(request: HttpRequest, refusal: Refusal, slug: str) -> HttpResponse:
+    messages.error(request, refusal.text)
+    return redirect("project-detail", slug=slug)
 
 
 @login_required
 @require_POST
+@shows_refusals(_comparison_refused)
 def comparison_new(request: HttpRequest, slug: str) -> HttpResponse:
     """A lead starts a ranking set now: a context is picked and its candidates are requested."""
     project = project_for_member(request.user, slug, capability="manage")
-    try:
-        ranking_set = comparison_create(project=project, requested_by=request.user)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    else:
-        messages.success(
-            request,
-            f"Ranking set {ranking_set.pk} is sampling {project.replies_per_set} candidates; "
-            "its ranking tasks open when they are in.",
-        )
+    ranking_set = comparison_create(project=project, requested_by=request.user)
+    messages.success(
+        request,
+        f"Ranking set {ranking_set.pk} is sampling {project.replies_per_set} candidates; "
+        "its ranking tasks open when they are in.",
+    )
     return redirect("project-detail", slug=project.slug)
-
-
-urlpatterns = [
-    path("p/<slug:slug>/comparisons/new", comparison_new, name="comparison-new"),
-    path("p/<slug:slug>/rank/", rank_next, name="rank-next"),
-    path("tasks/<id:task_id>/rank", rank_task, name="rank-task"),
-    path("tasks/<id:task_id>/rank/skip", rank_skip, name="rank-skip"),
-    path("tasks/<id:task_id>/rank/autosave", rank_autosave, name="rank-autosave"),
-]

@@ -2,14 +2,11 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template import Template
-from django.urls import path
 from django.views.decorators.http import require_GET, require_POST
 
-import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from annotations.access import project_for_member
 from annotations.models import PromptReport
 from annotations.reports import (
@@ -18,6 +15,7 @@ from annotations.reports import (
     prompt_report_decide,
     prompt_reports,
 )
+from labelling.views.errors import Refusal, shows_refusals
 
 PAGE = "labelling/reviews.html"
 RECENT_DECISIONS = 10
@@ -44,21 +42,24 @@ def prompt_reviews(request: HttpRequest, slug: str) -> HttpResponse:
     return _render_queue(request, project)
 
 
+def _decision_refused(request: HttpRequest, refusal: Refusal, slug: str, pk: int) -> HttpResponse:
+    # The only refusal: the report was already decided the other way, and a decision stands.
+    if request.htmx:
+        return HttpResponse(refusal.text, status=409, content_type="text/plain")
+    messages.error(request, refusal.text)
+    return redirect("prompt-reviews", slug=slug)
+
+
 @login_required
 @require_POST
+@shows_refusals(_decision_refused)
 def prompt_report_decision(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     project = project_for_member(request.user, slug, capability="manage")
     report = get_object_or_404(prompt_reports(project), pk=pk)
     decision = request.POST.get("decision")
     if decision not in ("uphold", "dismiss"):
         return HttpResponse("Choose uphold or dismiss.", status=400, content_type="text/plain")
-    try:
-        report = prompt_report_decide(report=report, user=request.user, uphold=decision == "uphold")
-    except ValidationError as exc:
-        if request.htmx:
-            return HttpResponse(" ".join(exc.messages), status=409, content_type="text/plain")
-        messages.error(request, " ".join(exc.messages))
-        return redirect("prompt-reviews", slug=project.slug)
+    report = prompt_report_decide(report=report, user=request.user, uphold=decision == "uphold")
     notice = (
         "Report upheld: the prompt stays out of the pool."
         if report.state == PromptReport.State.UPHELD
@@ -68,13 +69,3 @@ def prompt_report_decision(request: HttpRequest, slug: str, pk: int) -> HttpResp
         return _render_queue(request, project, notice=notice)
     messages.success(request, notice)
     return redirect("prompt-reviews", slug=project.slug)
-
-
-urlpatterns = [
-    path("p/<slug:slug>/reviews/", prompt_reviews, name="prompt-reviews"),
-    path(
-        "p/<slug:slug>/reviews/<id:pk>/decide/",
-        prompt_report_decision,
-        name="prompt-report-decide",
-    ),
-]

@@ -5,7 +5,6 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model
 from django.test import RequestFactory
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -22,7 +21,12 @@ from annotations.models import (
     RankingSet,
 )
 from annotations.services import conversation_start
-from tests.annotations.admin_world import World
+from tests.conftest import (
+    admin_url,
+    assert_changelist_scoped,
+    assert_no_choices_from_b,
+    assert_object_unreachable,
+)
 from tests.factories import UserFactory
 from trainer_bridge.models import GenerationRequest
 
@@ -56,54 +60,6 @@ def test_every_model_of_ours_has_a_working_admin(client, project):
         assert client.get(changelist).status_code == 200, changelist
         add = reverse(f"admin:{opts.app_label}_{opts.model_name}_add")
         assert client.get(add).status_code == 200, add
-
-
-# Helpers shared with tests/labelling/test_admin.py.
-
-
-def admin_url(model: type[Model], view: str, *args) -> str:
-    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
-
-
-def assert_changelist_scoped(client, model: type[Model], world: World) -> None:
-    response = client.get(admin_url(model, "changelist"))
-    assert response.status_code == 200
-    page = response.content.decode()
-    assert admin_url(model, "change", world.a[model].pk) in page
-    assert admin_url(model, "change", world.b[model].pk) not in page
-    # Not even in a list filter's choices.
-    assert "Bravo-Secret" not in page
-
-
-def assert_object_unreachable(client, model: type[Model], obj: Model) -> None:
-    before = model.objects.filter(pk=obj.pk).values().get()
-    for view in ["change", "delete", "history"]:
-        assert client.get(admin_url(model, view, obj.pk)).status_code != 200, view
-    assert client.post(admin_url(model, "change", obj.pk), {}).status_code != 200
-    assert client.post(admin_url(model, "delete", obj.pk), {"post": "yes"}).status_code != 200
-    client.post(
-        admin_url(model, "changelist"),
-        {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"},
-    )
-    assert model.objects.filter(pk=obj.pk).values().get() == before
-
-
-def assert_no_choices_from_b(response, world: World) -> None:
-    """Every select, raw-id and many-to-many field on the page (inlines too) excludes B."""
-    forms = [response.context["adminform"].form]
-    for inline in response.context["inline_admin_formsets"]:
-        forms.append(inline.formset.empty_form)
-    checked = 0
-    for form in forms:
-        for name, formfield in form.fields.items():
-            queryset = getattr(formfield, "queryset", None)
-            if queryset is None or queryset.model not in world.b.objects:
-                continue
-            if name == form._meta.model._meta.pk.name:
-                continue  # an inline row's own id: looked up among the parent's rows only
-            assert not queryset.filter(pk=world.b[queryset.model].pk).exists(), name
-            checked += 1
-    assert checked
 
 
 # A lead sees and changes only their projects' objects.

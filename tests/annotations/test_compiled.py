@@ -121,7 +121,7 @@ OPEN_RANKING = CompiledQuery(
 
 
 def _open_tasks(project, count):
-    from tests.labelling.test_rankings import make_ranking_set
+    from tests.factories import make_ranking_set
 
     make_ranking_set(project, needed=count)
     return list(Task.objects.filter(project=project).order_by("id"))

@@ -3,12 +3,14 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from annotations.models import Message
+from annotations.models import Conversation, Message
 from annotations.selectors import thread_to
 from annotations.services import (
     GeneratedReplies,
     conversation_start,
     generated_replies_add,
+    marked_messages_delete,
+    marked_messages_keep,
     message_add,
 )
 from tests.factories import ModelVersionFactory, ProjectFactory, UserFactory
@@ -117,3 +119,37 @@ def test_model_written_replies_are_stored_under_their_contexts_in_order():
             assert message.role == "assistant" and message.lang == context.lang
             assert message.author_model == model and message.is_synthetic
             assert message.author_user is None
+def test_work_in_progress_is_kept_unmarked_or_deleted_with_its_replies():
+    project = ProjectFactory()
+    author = UserFactory()
+    marker = {"scratch": 7}
+    conversation, root = conversation_start(
+        project=project, text="Draft question", meta=marker, message_meta=marker
+    )
+    kept = message_add(parent=root, role="assistant", text="Kept", meta=marker)
+    dropped = message_add(parent=root, role="assistant", text="Dropped", meta=marker)
+    message_add(parent=dropped, role="user", text="Under the dropped one")
+    other, _ = conversation_start(project=project, text="Another draft", meta=marker)
+
+    marked_messages_keep(messages=[root, kept], key="scratch", value=7, author_user=author)
+    marked_messages_delete(key="scratch", value=7, keep=[root, kept])
+
+    conversation.refresh_from_db()
+    assert (conversation.meta, conversation.created_by) == ({}, author)
+    assert [(m.text, m.meta, m.author_user) for m in conversation.messages.order_by("pk")] == [
+        ("Draft question", {}, author),
+        ("Kept", {}, author),
+    ]
+    assert not Conversation.objects.filter(pk=other.pk).exists()
+
+
+def test_deleting_marked_work_leaves_other_marks_and_unmarked_messages():
+    project = ProjectFactory()
+    _, root = conversation_start(project=project, text="A prompt")
+    mine = message_add(parent=root, role="assistant", text="Mine", meta={"scratch": 1})
+    theirs = message_add(parent=root, role="assistant", text="Theirs", meta={"scratch": 2})
+
+    marked_messages_delete(key="scratch", value=1)
+
+    assert set(Message.objects.values_list("pk", flat=True)) == {root.pk, theirs.pk}
+    assert not Message.objects.filter(pk=mine.pk).exists()

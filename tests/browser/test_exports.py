@@ -9,8 +9,7 @@ from playwright.sync_api import expect
 
 from exports.models import ExportSnapshot
 from tests.browser.conftest import SCREENSHOT_DIR, log_in
-from tests.exports.conftest import import_trees
-from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory, import_trees
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
 

@@ -7,8 +7,7 @@ from playwright.sync_api import expect
 
 from annotations.models import Message, Ranking
 from tests.browser.conftest import SCREENSHOT_DIR, log_in
-from tests.factories import MembershipFactory, ProjectFactory, UserFactory
-from tests.labelling.test_rankings import make_ranking_set
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory, make_ranking_set
 
 pytestmark = pytest.mark.browser
 

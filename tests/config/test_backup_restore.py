@@ -25,8 +25,9 @@ from tests.factories import (
     MessageFactory,
     ProjectFactory,
     UserFactory,
+    candidate_ids,
+    make_ranking_set,
 )
-from tests.labelling.test_rankings import candidate_ids, make_ranking_set
 
 pytestmark = [
     pytest.mark.postgres,

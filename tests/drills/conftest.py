@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connection, connections
 from rest_framework.authtoken.models import Token
 
-from tests.conftest import ROOT, _worker_env
+from tests.conftest import ROOT, worker_env
 
 
 def free_port() -> int:
@@ -56,7 +56,7 @@ def gunicorn(transactional_db):
     """gunicorn serving the site with 2 workers on a free port; stopped after the test."""
     port = free_port()
     log = Path(settings.VAR_DIR) / "test-gunicorn.log"
-    env = _worker_env(CONN_MAX_AGE="60")
+    env = worker_env(CONN_MAX_AGE="60")
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi:application",

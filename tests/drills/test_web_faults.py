@@ -15,7 +15,7 @@ from django.db import connection
 from annotations.models import Ranking, RankingSet
 from labelling.models import Task
 from tests.conftest import wait_for
-from tests.labelling.test_rankings import make_ranking_set, trainers
+from tests.factories import make_ranking_set, trainers
 
 pytestmark = [
     pytest.mark.postgres,

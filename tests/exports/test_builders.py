@@ -9,17 +9,17 @@ import pytest
 
 from annotations.models import Label, Message, Ranking
 from annotations.reports import prompt_report_create, prompt_report_decide
-from tests.exports.fixtures_data import (
+from tests.exports.conftest import export, one_split, pseudonym_of
+from tests.factories import (
     VARIED_RUNS,
-    export,
-    one_split,
-    pseudonym_of,
-    ranking_set,
+    MembershipFactory,
+    ModelVersionFactory,
+    UserFactory,
+    ranked_set,
     say,
     start,
     varied_data,
 )
-from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -146,7 +146,7 @@ def test_best_path_only_drops_threads_through_replies_ranked_below_the_top(
     a, b, c = candidates(u1, "abc", user=people["w1"])
     follow_b = say(say(b, "Why b?", user=people["w2"]), "Because.", user=people["w1"])
     follow_a = say(say(a, "Why a?", user=people["w2"]), "It is best.", user=people["w1"])
-    ranking_set(project, u1, [a, b, c], [(people[r], [[0], [1], [2]]) for r in ("r1", "r2", "r3")])
+    ranked_set(project, u1, [a, b, c], [(people[r], [[0], [1], [2]]) for r in ("r1", "r2", "r3")])
 
     every = export(project, "sft", tmp_path / "every", **one_split())
     assert len(every.rows["train"]) == 5
@@ -203,7 +203,7 @@ def test_sft_exclude_flags_drops_replies_flagged_by_a_label_or_a_ranker(project,
     by_label, by_ranker, clean = candidates(u1, "xyz", user=people["w1"])
     Label.objects.create(message=by_label, name="harmful", value=1, annotator=people["r1"])
     Label.objects.create(message=clean, name="harmful", value=0, annotator=people["r1"])
-    ranking_set(
+    ranked_set(
         project, u1, [by_label, by_ranker, clean],
         [(people["r2"], [[2], [0], [1]])], flags={0: {1: ["harmful"]}},
     )  # fmt: skip
@@ -252,7 +252,7 @@ def four(project, people):
     context = say(start(project, "Tell me a joke."), "Why?", user=people["w1"])
     context = say(context, "Because I asked.", user=people["w2"])
     replies = candidates(context, "abcd", user=people["w1"])
-    the_set = ranking_set(
+    the_set = ranked_set(
         project, context, replies, [(people[r], [[0], [1], [2], [3]]) for r in ("r1", "r2", "r3")]
     )
     return the_set, context, replies
@@ -300,7 +300,7 @@ def test_an_untied_consensus_of_four_gives_six_pairs(project, people, four, tmp_
 )
 def test_pair_strategies(project, people, tmp_path, strategy, order, expected):
     context = start(project, "Q")
-    ranking_set(
+    ranked_set(
         project, context, candidates(context, "abcd"), [(people[r], order) for r in ("r1", "r2")]
     )
     rows = export(project, "preferences", tmp_path, **one_split(pair_strategy=strategy)).rows
@@ -311,7 +311,7 @@ def test_pair_strategies(project, people, tmp_path, strategy, order, expected):
 def test_ties_are_skipped_or_kept_with_margin_zero(project, people, tmp_path):
     context = start(project, "Q")
     replies = candidates(context, "abcd")
-    ranking_set(project, context, replies, [(people[r], [[0], [1, 2], [3]]) for r in ("r1", "r2")])
+    ranked_set(project, context, replies, [(people[r], [[0], [1, 2], [3]]) for r in ("r1", "r2")])
 
     skipped = export(project, "preferences", tmp_path / "skip", **one_split()).rows["train"]
     assert len(skipped) == 5 and ("reply b", "reply c") not in pairs_of(skipped)
@@ -327,7 +327,7 @@ def test_ties_are_skipped_or_kept_with_margin_zero(project, people, tmp_path):
 def test_margin_is_the_share_for_minus_the_share_against(project, people, tmp_path):
     context = start(project, "Q")
     replies = candidates(context, "abc")
-    the_set = ranking_set(
+    the_set = ranked_set(
         project,
         context,
         replies,
@@ -353,7 +353,7 @@ def test_margin_is_the_share_for_minus_the_share_against(project, people, tmp_pa
 
 def test_a_ranking_that_ties_a_pair_counts_for_neither_side(project, people, tmp_path):
     context = start(project, "Q")
-    the_set = ranking_set(
+    the_set = ranked_set(
         project,
         context,
         candidates(context, "abc"),
@@ -373,7 +373,7 @@ def test_a_ranking_that_ties_a_pair_counts_for_neither_side(project, people, tmp
 def test_pairs_from_annotator_gives_each_trainers_own_pairs(project, people, tmp_path):
     context = start(project, "Q")
     orders = {"r1": [[0], [1], [2]], "r2": [[0], [2], [1]], "r3": [[1], [0], [2]]}
-    the_set = ranking_set(
+    the_set = ranked_set(
         project, context, candidates(context, "abc"), [(people[r], o) for r, o in orders.items()]
     )
     out = export(project, "preferences", tmp_path, **one_split(pairs_from="annotator"))
@@ -400,7 +400,7 @@ def test_pairs_from_annotator_gives_each_trainers_own_pairs(project, people, tmp
 def split_vote(project, people):
     """r1: a > b > c; r2 and r3: b > a > c. The consensus is b > a > c."""
     context = start(project, "Q")
-    the_set = ranking_set(
+    the_set = ranked_set(
         project,
         context,
         candidates(context, "abc"),
@@ -463,7 +463,7 @@ def test_a_ranking_a_lead_excluded_never_leaves(project, people, split_vote, tmp
 def test_exclude_flags_drops_flagged_replies(project, people, tmp_path):
     context = start(project, "Q")
     replies = candidates(context, "abcd")
-    ranking_set(
+    ranked_set(
         project, context, replies, [(people[r], [[0], [1], [2], [3]]) for r in ("r1", "r2")],
         flags={0: {1: ["pii"]}},
     )  # fmt: skip
@@ -494,7 +494,7 @@ def test_model_versions_keeps_only_those_models_replies(project, people, tmp_pat
         say(context, "two by m1", model=m1),
         say(context, "by a person", user=people["w1"]),
     ]
-    ranking_set(project, context, replies, [(people["r1"], [[0], [1], [2], [3]])])
+    ranked_set(project, context, replies, [(people["r1"], [[0], [1], [2], [3]])])
 
     only_m1 = export(project, "preferences", tmp_path / "m1", **one_split(model_versions=["m1"]))
     assert pairs_of(only_m1.rows["train"]) == [("one by m1", "two by m1")]
@@ -516,7 +516,7 @@ def test_languages_filter_on_the_context_and_the_prompt(project, people, tmp_pat
     for lang in ("en", "de"):
         context = conversation_in(project, f"prompt in {lang}", lang)
         replies = [say(context, f"{lang} {x}", user=people["w1"]) for x in "ab"]
-        ranking_set(project, context, replies, [(people["r1"], [[0], [1]])])
+        ranked_set(project, context, replies, [(people["r1"], [[0], [1]])])
     for kind in ("sft", "preferences", "rankings", "prompts"):
         choices = one_split(languages=["de"])
         rows = export(project, kind, tmp_path / kind, **choices).rows["train"]
@@ -532,10 +532,10 @@ def conversation_in(project, text, lang):
 
 def test_min_agreement(project, people, tmp_path):
     agreed, split = start(project, "agreed"), start(project, "split")
-    ranking_set(
+    ranked_set(
         project, agreed, candidates(agreed, "ab"), [(people[r], [[0], [1]]) for r in ("r1", "r2")]
     )
-    low = ranking_set(
+    low = ranked_set(
         project, split, candidates(split, "ab"),
         [(people["r1"], [[0], [1]]), (people["r2"], [[1], [0]]), (people["r3"], [[0], [1]])],
     )  # fmt: skip
@@ -554,7 +554,7 @@ def test_min_agreement(project, people, tmp_path):
 def test_incomplete_and_cancelled_sets_only_when_asked(project, people, tmp_path):
     for state in ("complete", "collecting", "cancelled", "sampling"):
         context = start(project, state)
-        ranking_set(
+        ranked_set(
             project, context, candidates(context, "ab"), [(people["r1"], [[0], [1]])], state=state
         )
 
@@ -573,7 +573,7 @@ def test_incomplete_and_cancelled_sets_only_when_asked(project, people, tmp_path
 def test_include_rewrites_adds_the_rewrite_over_each_candidate(project, people, tmp_path):
     context = start(project, "Q")
     replies = candidates(context, "abc")
-    the_set = ranking_set(
+    the_set = ranked_set(
         project, context, replies,
         [(people["r1"], [[0], [1], [2]]), (people["r2"], [[0], [1], [2]])],
         rewrites={1: "A better reply"},
@@ -618,14 +618,14 @@ def test_rankings_hold_raw_orders_by_index_under_pseudonyms(project, tmp_path):
     writer = UserFactory(id=987659, username="writer_secret", email="writer@mail.test")
     context = start(project, "Q", user=writer)
     replies = candidates(context, "abc", user=writer)
-    the_set = ranking_set(
+    the_set = ranked_set(
         project, context, replies,
         [(rankers[0], [[0], [1], [2]]), (rankers[1], [[0], [2], [1]]),
          (rankers[2], [[1], [0], [2]])],
         flags={2: {2: ["harmful"]}},
     )  # fmt: skip
     imported = start(project, "Imported Q")
-    ranking_set(project, imported, candidates(imported, "xy"), [(None, [[1], [0]])])
+    ranked_set(project, imported, candidates(imported, "xy"), [(None, [[1], [0]])])
 
     out = export(project, "rankings", tmp_path, **one_split())
     first, second = out.rows["train"]
@@ -678,7 +678,7 @@ def test_rankings_hold_raw_orders_by_index_under_pseudonyms(project, tmp_path):
 
 def test_preferences_of_imported_rankings_say_so(project, tmp_path):
     context = start(project, "Imported Q")
-    ranking_set(project, context, candidates(context, "xy"), [(None, [[1], [0]])])
+    ranked_set(project, context, candidates(context, "xy"), [(None, [[1], [0]])])
     for pairs_from in ("consensus", "annotator"):
         rows = export(
             project, "preferences", tmp_path / pairs_from, **one_split(pairs_from=pairs_from)
@@ -728,7 +728,7 @@ def test_reported_prompts_leave_until_a_report_is_dismissed(
     say(prompts["fine"], "fine answer", user=people["w1"])
     # A reported prompt takes its conversation's other rows with it.
     context = prompts["open"]
-    ranking_set(project, context, candidates(context, "ab", user=people["w1"]),
+    ranked_set(project, context, candidates(context, "ab", user=people["w1"]),
                 [(people["r1"], [[0], [1]])])  # fmt: skip
 
     def firsts(kind):
@@ -752,7 +752,7 @@ def many(project, people):
         context = start(project, f"prompt {i}")
         replies = candidates(context, "ab", user=people["w1"])
         say(say(replies[0], f"follow-up {i}", user=people["w2"]), f"end {i}", user=people["w1"])
-        ranking_set(project, context, replies, [(people["r1"], [[0], [1]])])
+        ranked_set(project, context, replies, [(people["r1"], [[0], [1]])])
 
 
 @pytest.mark.parametrize("kind", ["sft", "preferences", "rankings", "prompts"])
@@ -835,13 +835,13 @@ def test_length_bias_is_reported_and_can_be_balanced(project, people, tmp_path):
     for i in range(8):
         context = start(project, f"long wins {i}")
         replies = [say(context, "x" * n) for n in (30, 20, 10)]
-        ranking_set(project, context, replies, [(people["r1"], [[0], [1], [2]])])
+        ranked_set(project, context, replies, [(people["r1"], [[0], [1], [2]])])
     for i in range(2):
         context = start(project, f"short wins {i}")
         replies = [say(context, "y" * n) for n in (10, 20, 30)]
-        ranking_set(project, context, replies, [(people["r1"], [[0], [1], [2]])])
+        ranked_set(project, context, replies, [(people["r1"], [[0], [1], [2]])])
     context = start(project, "same length")
-    ranking_set(
+    ranked_set(
         project, context, [say(context, "p"), say(context, "q")], [(people["r1"], [[0], [1]])]
     )
 
@@ -874,7 +874,7 @@ def test_length_bias_is_reported_and_can_be_balanced(project, people, tmp_path):
 
 def test_length_balance_with_one_side_only_drops_it_all(project, people, tmp_path):
     context = start(project, "Q")
-    ranking_set(
+    ranked_set(
         project, context, [say(context, "long!"), say(context, "s")], [(people["r1"], [[0], [1]])]
     )
     out = export(project, "preferences", tmp_path, **one_split(length_balanced=True))
@@ -892,7 +892,7 @@ def test_reading_ahead_in_a_thread_gives_the_same_bytes(project, people, tmp_pat
 
     for i in range(6):
         context = start(project, f"prompt {i}")
-        ranking_set(
+        ranked_set(
             project, context, candidates(context, "abc"),
             [(people["r1"], [[0], [1], [2]]), (people["r2"], [[2], [1], [0]]),
              (people["r3"], [[1], [0], [2]])],

@@ -18,8 +18,15 @@ from exports.choices import (
 )
 from exports.pseudonyms import is_pseudonym
 from exports.services import export_choices_clean
-from tests.exports.fixtures_data import pseudonym_of, ranking_set, say, start
-from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
+from tests.exports.conftest import pseudonym_of
+from tests.factories import (
+    MembershipFactory,
+    ModelVersionFactory,
+    UserFactory,
+    ranked_set,
+    say,
+    start,
+)
 
 
 def errors_of(exc: pytest.ExceptionInfo) -> dict[str, list[str]]:
@@ -357,7 +364,7 @@ def test_a_former_member_who_only_ranked_can_be_named_by_pseudonym(project):
     gone = UserFactory(username="gone")
     context = start(project, "Hi")
     replies = [say(context, text) for text in ("Hello!", "Hey.")]
-    ranking_set(project, context, replies, [(gone, [[0], [1]])])
+    ranked_set(project, context, replies, [(gone, [[0], [1]])])
     cleaned = export_choices_clean(
         project=project,
         kind="preferences",

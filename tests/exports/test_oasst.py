@@ -11,7 +11,7 @@ import pytest
 
 from annotations.models import Message
 from labelling.importers import prompt_file_import
-from tests.exports.fixtures_data import OASST_MISSING, OASST_TREES, export
+from tests.exports.conftest import OASST_MISSING, OASST_TREES, export
 
 pytestmark = [
     pytest.mark.django_db,

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from labelling.importers import prompt_file_import
-from tests.exports.fixtures_data import OASST_MISSING, OASST_TREES, export, say, start
+from tests.exports.conftest import OASST_MISSING, OASST_TREES, export
+from tests.factories import say, start
 
 datasets = pytest.importorskip("datasets", reason="needs the `train` extra")
 trl = pytest.importorskip("trl", reason="needs the `train` extra")
@@ -147,12 +148,11 @@ def test_preferences_export_loads_and_trains_a_reward_model(
 @pytest.mark.parametrize("kind", ["sft", "preferences", "rankings", "prompts"])
 def test_an_export_with_an_empty_split_loads(project, tmp_path, kind):
     """A tiny selection leaves validation (and here test) empty; the folder must still load."""
-    from tests.exports.fixtures_data import ranking_set
-    from tests.factories import UserFactory
+    from tests.factories import UserFactory, ranked_set
 
     context = start(project, "Only prompt")
     replies = [say(context, text, user=UserFactory()) for text in ("Yes.", "No.")]
-    ranking_set(project, context, replies, [(UserFactory(), [[0], [1]])])
+    ranked_set(project, context, replies, [(UserFactory(), [[0], [1]])])
     # The conversation's split depends on its id, which the database hands out: take a seed
     # that puts it in train, so validation and test are the empty ones.
     from exports.splits import split_of
@@ -233,7 +233,7 @@ def test_rows_with_null_empty_and_set_fields_load(project, tmp_path):
     """Every kind, on data whose optional fields are null in some rows and set in others (a
     reply's model, a label, a flag, a rewrite), loads; pyarrow must never see a list that
     starts with null (apache/arrow#51305)."""
-    from tests.exports.fixtures_data import VARIED_RUNS, varied_data
+    from tests.factories import VARIED_RUNS, varied_data
 
     varied_data(project)
     for kind, choice_sets in VARIED_RUNS.items():

@@ -4,7 +4,7 @@ import pytest
 
 from annotations.models import Conversation, Project, RankingSet
 from labelling.models import Task, TaskSkip
-from tests.annotations.test_admin import (
+from tests.conftest import (
     admin_url,
     assert_changelist_scoped,
     assert_no_choices_from_b,

@@ -13,8 +13,13 @@ from django.db import close_old_connections, connection, connections
 from annotations.models import Ranking, RankingSet
 from labelling.assignment import TaskConflict, task_claim_next, task_submit
 from labelling.models import Task
-from tests.factories import MembershipFactory, ProjectFactory, UserFactory
-from tests.labelling.test_rankings import candidate_ids, make_ranking_set
+from tests.factories import (
+    MembershipFactory,
+    ProjectFactory,
+    UserFactory,
+    candidate_ids,
+    make_ranking_set,
+)
 
 pytestmark = [
     pytest.mark.postgres,

@@ -2,8 +2,7 @@
 
 import pytest
 
-from tests.factories import MembershipFactory, ProjectFactory
-from tests.labelling.test_rankings import claim, make_ranking_set, trainers
+from tests.factories import MembershipFactory, ProjectFactory, claim, make_ranking_set, trainers
 
 pytestmark = pytest.mark.django_db
 

@@ -8,6 +8,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from annotations import imports
 from annotations.models import Conversation, Message
 from annotations.selectors import prompt_pool
 from annotations.services import conversation_start
@@ -281,7 +282,7 @@ def test_a_file_of_blank_lines_or_without_conversations_is_refused(project):
 
 def test_nothing_is_stored_when_the_insert_fails_half_way(project, monkeypatch):
     calls = []
-    real = importers.dialogues.insert_rows
+    real = imports.insert_rows
 
     def failing(model, **kwargs):
         calls.append((model, kwargs["constants"].get("depth")))
@@ -289,7 +290,7 @@ def test_nothing_is_stored_when_the_insert_fails_half_way(project, monkeypatch):
             raise RuntimeError("disk full")
         return real(model, **kwargs)
 
-    monkeypatch.setattr(importers.dialogues, "insert_rows", failing)
+    monkeypatch.setattr(imports, "insert_rows", failing)
     with pytest.raises(RuntimeError):
         run(project, lines({"prompt": "Hi", "completion": "Hello"}))
     assert calls == [(Conversation, None), (Message, 0), (Message, 1)]

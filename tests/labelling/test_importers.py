@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from annotations import imports
 from annotations.models import (
     Conversation,
     Message,
@@ -286,7 +287,7 @@ def test_bad_csv_files_list_their_problems(project):
 
 def test_nothing_is_stored_when_the_insert_fails_half_way(project, monkeypatch):
     calls = []
-    real = importers.insert_rows
+    real = imports.insert_rows
 
     def failing(model, **kwargs):
         calls.append(model)
@@ -294,7 +295,7 @@ def test_nothing_is_stored_when_the_insert_fails_half_way(project, monkeypatch):
             raise RuntimeError("disk full")
         return real(model, **kwargs)
 
-    monkeypatch.setattr(importers.prompts, "insert_rows", failing)
+    monkeypatch.setattr(imports, "insert_rows", failing)
     with pytest.raises(RuntimeError):
         run(project, lines("one", "two"))
     assert calls == [Conversation, Message]

@@ -20,7 +20,7 @@ from annotations.models import (
 from annotations.services import conversation_start
 from labelling.assignment import task_autosave, task_claim_next
 from labelling.models import Task, TaskSkip
-from tests.labelling.test_rankings import candidate_ids, make_ranking_set
+from tests.factories import candidate_ids, make_ranking_set
 
 pytestmark = pytest.mark.django_db
 

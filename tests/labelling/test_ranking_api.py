@@ -8,8 +8,7 @@ from django.utils import timezone
 from annotations.models import Message, Ranking
 from labelling.models import Task
 from labelling.services import task_leases_expire
-from tests.factories import MembershipFactory, UserFactory
-from tests.labelling.test_rankings import candidate_ids, make_ranking_set
+from tests.factories import MembershipFactory, UserFactory, candidate_ids, make_ranking_set
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,7 @@ from annotations.models import Ranking
 from labelling.comparisons import ranking_set_requests
 from labelling.models import Task, TaskSkip
 from labelling.services import task_leases_expire
-from tests.factories import MembershipFactory, UserFactory
-from tests.labelling.test_rankings import candidate_ids, make_ranking_set
+from tests.factories import MembershipFactory, UserFactory, candidate_ids, make_ranking_set
 
 pytestmark = pytest.mark.django_db
 
@@ -339,3 +338,15 @@ def test_lead_starts_a_ranking_set_from_the_project_page(client, project, lead, 
     assert ranking_set_requests(ranking_set).count() == 1
     assert "is sampling 4 candidates" in response.content.decode()
     assert client.get(f"/p/{project.slug}/comparisons/new").status_code == 405
+
+
+def test_a_refused_autosave_names_the_field_as_the_api_does(client, project, trainer):
+    make_ranking_set(project)
+    client.force_login(trainer)
+    task = claimed(client, project)
+    url = reverse("rank-autosave", args=[task.pk])
+    response = client.post(url, "[[1],", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"data": ["Malformed JSON."]}
+    response = client.post(url, "[]", content_type="application/json")
+    assert response.json() == {"non_field_errors": ["Autosaved data must be an object."]}

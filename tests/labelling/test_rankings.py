@@ -6,99 +6,24 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from annotations.models import Conversation, Message, Ranking, RankingCandidate, RankingSet
+from annotations.models import Message, Ranking, RankingSet
 from labelling.assignment import (
     TaskConflict,
-    task_claim_next,
     task_describe,
     task_skip,
     task_submit,
 )
 from labelling.models import Task, TaskSkip
 from labelling.services import task_leases_expire
-from tests.factories import MembershipFactory, UserFactory
+from tests.factories import (
+    candidate_ids,
+    claim,
+    make_ranking_set,
+    rank,
+    trainers,
+)
 
 pytestmark = pytest.mark.django_db
-
-
-def make_ranking_set(
-    project,
-    *,
-    k: int = 4,
-    needed: int | None = None,
-    tasks: int | None = None,
-    authors=(),
-    turns: int = 1,
-    texts: list[str] | None = None,
-    context_author=None,
-    candidate_author=None,
-    state: str = RankingSet.State.COLLECTING,
-) -> RankingSet:
-    """A set as labelling.comparisons makes one: a context, K candidates, N open ranking tasks.
-
-    The context has `turns` messages alternating user / assistant and ending with a user turn.
-    As assembly does, the writers of the thread and of the candidates are recorded as authors
-    (with `authors` besides), and only a set collecting rankings gets open tasks.
-    """
-    conversation = Conversation.objects.create(project=project, source=Conversation.Source.PROMPT)
-    parent = None
-    for depth in range(turns):
-        role = Message.Role.USER if (turns - 1 - depth) % 2 == 0 else Message.Role.ASSISTANT
-        parent = Message.objects.create(
-            conversation=conversation,
-            parent=parent,
-            role=role,
-            text=f"Turn {depth + 1} ({role})",
-            depth=depth,
-            author_user=context_author if depth == turns - 1 else None,
-        )
-    needed = needed if needed is not None else project.rankings_per_set
-    ranking_set = RankingSet.objects.create(
-        project=project, context=parent, rankings_needed=needed, state=state
-    )
-    ranking_set.authors.set(authors)
-    for position in range(k):
-        candidate = Message.objects.create(
-            conversation=conversation,
-            parent=parent,
-            role=Message.Role.ASSISTANT,
-            text=texts[position] if texts else f"Candidate reply {position + 1}",
-            depth=parent.depth + 1,
-            author_user=candidate_author if position == 0 else None,
-            is_synthetic=not (candidate_author and position == 0),
-        )
-        RankingCandidate.objects.create(
-            ranking_set=ranking_set, message=candidate, position=position
-        )
-    ranking_set.authors.add(*{context_author, candidate_author} - {None})
-    if state != RankingSet.State.COLLECTING:
-        return ranking_set
-    for _ in range(tasks if tasks is not None else needed):
-        Task.objects.create(project=project, kind=Task.Kind.RANKING, ranking_set=ranking_set)
-    return ranking_set
-
-
-def candidate_ids(ranking_set: RankingSet) -> list[int]:
-    return list(ranking_set.entries.order_by("position").values_list("message_id", flat=True))
-
-
-def trainers(project, count: int, prefix: str = "t") -> list:
-    return [
-        MembershipFactory(
-            project=project, user=UserFactory(username=f"{prefix}{i}"), role="trainer"
-        ).user
-        for i in range(count)
-    ]
-
-
-def claim(project, user) -> Task | None:
-    return task_claim_next(project=project, user=user, kind="ranking")
-
-
-def rank(task: Task, user, **extra) -> Task:
-    ids = candidate_ids(task.ranking_set)
-    data = {"order": [[i] for i in ids], **extra}
-    return task_submit(task_id=task.pk, user=user, data=data)
 
 
 # ---------------------------------------------------------------------------- claiming

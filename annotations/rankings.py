@@ -1,10 +1,11 @@
-"""Finishing ranking sets: consensus order and agreement once enough rankings are in."""
+"""Rankings of sets: storing one, and finishing a set (consensus and agreement) at its N-th."""
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
 from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
-from annotations.models import RankingCandidate, RankingSet
+from annotations.models import Message, Ranking, RankingCandidate, RankingSet
 
 State = RankingSet.State
 
@@ -44,3 +45,37 @@ def ranking_set_finalize(*, ranking_set: RankingSet) -> RankingSet:
         fields += ["state", "completed_at"]
     locked.save(update_fields=fields)
     return locked
+
+
+@transaction.atomic
+def ranking_create(
+    *,
+    ranking_set: RankingSet,
+    annotator: AbstractBaseUser,
+    order: list[list[int]],
+    flags: dict[str, list[str]],
+    all_bad: bool,
+    rewrite: Message | None,
+    time_spent_ms: int | None,
+) -> Ranking:
+    """Store a trainer's checked ranking of a collecting set, count it, and finalize the set at N.
+
+    The caller holds the set's row lock (`select_for_update`) and has checked that the set is
+    collecting and that `annotator` has not ranked it: with the row locked, counting up in Python
+    cannot lose a concurrent ranking, and exactly one ranking sees the count reach N.
+    `ranking_set.rankings_count` is the new count when this returns.
+    """
+    ranking = Ranking.objects.create(
+        ranking_set=ranking_set,
+        annotator=annotator,
+        order=order,
+        flags=flags,
+        all_bad=all_bad,
+        rewrite=rewrite,
+        time_spent_ms=time_spent_ms,
+    )
+    ranking_set.rankings_count += 1
+    ranking_set.save(update_fields=["rankings_count"])
+    if ranking_set.rankings_count >= ranking_set.rankings_needed:
+        ranking_set_finalize(ranking_set=ranking_set)
+    return ranking

@@ -9,7 +9,6 @@ from django.db.models import Q, QuerySet
 
 from annotations.models import Conversation, GenerationRequest, Message
 from annotations.services import conversation_start, message_add
-from labelling.assignment import task_renew
 from labelling.demonstrations.dialogue import (
     ASSISTANT,
     KIND,
@@ -22,6 +21,7 @@ from labelling.demonstrations.dialogue import (
     turn_errors,
     turns_allowed,
 )
+from labelling.leases import task_renew
 from labelling.models import Task
 from trainer_bridge.generation import generation_request_create
 

@@ -19,14 +19,9 @@ from annotations.models import Conversation, GenerationRequest, Message, PromptR
 from annotations.selectors import thread_to
 from annotations.text import parse_json
 from labelling import demonstrations as demo
-from labelling.assignment import (
-    PageSave,
-    TaskConflict,
-    task_for_member,
-    task_open_page,
-    task_skip,
-    task_submit,
-)
+from labelling.autosave import PageSave, task_open_page
+from labelling.claims import task_skip, task_submit
+from labelling.leases import TaskConflict, task_for_member
 from labelling.models import Task
 from labelling.views.pages import claim_for_page
 from trainer_bridge.selectors import queue_position

@@ -10,7 +10,8 @@ from rest_framework.authtoken.models import Token
 
 from annotations.access import project_for_member
 from annotations.models import GenerationRequest, Project
-from labelling.assignment import TaskConflict, task_claim_next
+from labelling.claims import task_claim_next
+from labelling.leases import TaskConflict
 from labelling.selectors import project_queues, projects_with_queues
 
 

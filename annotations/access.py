@@ -12,7 +12,6 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 
-from annotations.compiled import CompiledQuery
 from annotations.models import Membership, ModelVersion, Project
 
 Role = Membership.Role
@@ -119,16 +118,6 @@ def _with_member_role(projects: QuerySet[Project], user_id: int) -> QuerySet[Pro
     return projects.annotate(member_role=Subquery(role))
 
 
-# Every request about a project starts here; members (not superusers) take the compiled path.
-_MEMBER_PROJECT = CompiledQuery(
-    lambda user_id, slug: _with_member_role(
-        Project.objects.filter(is_active=True, slug=slug, memberships__user_id=user_id), user_id
-    ).order_by()[:1],
-    user_id=int,
-    slug=str,
-)
-
-
 def project_for_member(
     user: AbstractBaseUser | AnonymousUser,
     slug: str,
@@ -146,7 +135,17 @@ def project_for_member(
         projects = _with_member_role(projects_for_user(user).filter(slug=slug), user.pk)
         project = projects.order_by().first()
     else:
-        project = _MEMBER_PROJECT.first(user_id=user.pk, slug=slug)
+        # Every request about a project starts here: a member's project comes with their
+        # membership, and so their role, in one query.
+        membership = (
+            Membership.objects.select_related("project")
+            .filter(user=user, project__slug=slug, project__is_active=True)
+            .order_by()
+            .first()
+        )
+        project = membership.project if membership is not None else None
+        if project is not None:
+            project.member_role = membership.role
     if project is None:
         raise Http404("No such project.")
     project._member_role = (user.pk, project.member_role)

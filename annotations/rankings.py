@@ -1,14 +1,16 @@
-"""Ranking sets: creating them with their candidates, cancelling them, and finishing them with a
-consensus order and agreement once enough rankings are in."""
+"""Ranking sets and their rankings: creating sets with their candidates, cancelling them,
+storing one trainer's ranking, and finishing a set with a consensus order and agreement once
+enough rankings are in."""
 
 from collections.abc import Sequence
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
-from annotations.models import Message, Project, RankingCandidate, RankingSet
+from annotations.models import Message, Project, Ranking, RankingCandidate, RankingSet
 from annotations.selectors import thread_to
 
 State = RankingSet.State
@@ -120,3 +122,36 @@ def ranking_set_cancel(*, ranking_set: RankingSet, reason: str) -> RankingSet:
     ranking_set.cancel_reason = f"Cancelled because {reason}"
     ranking_set.save(update_fields=["state", "cancel_reason"])
     return ranking_set
+
+
+def ranking_create(
+    *,
+    ranking_set: RankingSet,
+    annotator: AbstractBaseUser,
+    order: list[list[int]],
+    flags: dict[str, list[str]],
+    all_bad: bool,
+    rewrite: Message | None,
+    time_spent_ms: int | None,
+) -> Ranking:
+    """Store a trainer's checked ranking of a collecting set, count it, and finalize the set at N.
+
+    The caller holds the set's row lock (`select_for_update`) and has checked that the set is
+    collecting and that `annotator` has not ranked it: with the row locked, counting up in Python
+    cannot lose a concurrent ranking, and exactly one ranking sees the count reach N.
+    `ranking_set.rankings_count` is the new count when this returns.
+    """
+    ranking = Ranking.objects.create(
+        ranking_set=ranking_set,
+        annotator=annotator,
+        order=order,
+        flags=flags,
+        all_bad=all_bad,
+        rewrite=rewrite,
+        time_spent_ms=time_spent_ms,
+    )
+    ranking_set.rankings_count += 1
+    ranking_set.save(update_fields=["rankings_count"])
+    if ranking_set.rankings_count >= ranking_set.rankings_needed:
+        ranking_set_finalize(ranking_set=ranking_set)
+    return ranking

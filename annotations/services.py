@@ -160,6 +160,8 @@ def generated_replies_add(*, replies: Sequence[GeneratedReplies]) -> list[list[M
         stored.append(messages[start : start + len(entry.texts)])
         start += len(entry.texts)
     return stored
+
+
 # ---------------------------------------------------------------- work in progress
 # Turns a person is still writing can be stored as messages marked `meta[key] = value` (a
 # demonstration's scratch turns, marked with its task): exports leave them out, and in the end

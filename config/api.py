@@ -9,7 +9,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from labelling.assignment import TaskConflict
+from labelling.leases import TaskConflict
 
 PARSERS_FILE = str(Path(rest_framework.parsers.__file__))
 

@@ -10,14 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotations.access import project_for_member
-from labelling.assignment import (
-    task_autosave,
-    task_claim_next,
-    task_describe,
-    task_for_member,
-    task_skip,
-    task_submit,
-)
+from labelling.autosave import task_autosave
+from labelling.claims import task_claim_next, task_describe, task_skip, task_submit
+from labelling.leases import task_for_member
 from labelling.models import Task
 from labelling.selectors import ProjectQueues, project_queues, projects_with_queues
 

@@ -1,7 +1,8 @@
 """The "ranking" task kind: which sets a trainer may rank, what they see, and storing a ranking.
 
 The shared lifecycle (claims under row locks, leases, skip, idempotent submit) lives in
-`labelling.assignment`; this module adds only what is particular to ranking a set of replies.
+`labelling.claims`; this module adds only what is particular to ranking a set of replies. What a
+trainer sends is checked in `labelling.ranking_input`; rankings are stored by annotations.
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, QuerySet
 
-from annotations.compiled import CompiledQuery
 from annotations.models import Message, Project, Ranking, RankingCandidate, RankingSet
-from annotations.rankings import ranking_set_finalize
+from annotations.rankings import ranking_create
 from annotations.selectors import thread_to
 from annotations.services import message_add
-from labelling.assignment import TaskConflict, TaskKind, register_task_kind
+from labelling.leases import TaskConflict
 from labelling.models import Task, TaskSkip
+from labelling.ranking_input import clean_ranking
+from labelling.taskkind import ClaimSql, TaskKind
 
 KIND = Task.Kind.RANKING
-SUBMIT_FIELDS = ("order", "flags", "all_bad", "rewrite", "time_spent_ms")
-# Time on task is stored in a PositiveIntegerField (a signed 32-bit column on PostgreSQL).
-MAX_TIME_SPENT_MS = 2**31 - 1
 
 
 def flag_labels(project: Project) -> list[dict]:
@@ -66,6 +65,28 @@ def ranking_tasks_eligible(queryset: QuerySet[Task], user: AbstractBaseUser) -> 
     )
 
 
+# `ranking_tasks_eligible` for the claim statement on PostgreSQL (labelling.claims), with the same
+# three NOT EXISTS: sets the trainer wrote, holds or held a slot of, or passed on.
+RANKING_CLAIM_SQL = ClaimSql(
+    where="""
+        NOT EXISTS (
+            SELECT FROM annotations_rankingset_authors author
+            WHERE author.rankingset_id = task.ranking_set_id AND author.user_id = %(user_id)s
+        )
+        AND NOT EXISTS (
+            SELECT FROM labelling_task mine
+            WHERE mine.ranking_set_id = task.ranking_set_id AND mine.assignee_id = %(user_id)s
+        )
+        AND NOT EXISTS (
+            SELECT FROM labelling_taskskip passed
+            JOIN labelling_task slot ON slot.id = passed.task_id
+            WHERE slot.ranking_set_id = task.ranking_set_id AND passed.user_id = %(user_id)s
+        )
+    """,
+    order_by="task.priority DESC, task.id",
+)
+
+
 # ---------------------------------------------------------------------------- describe
 
 
@@ -90,21 +111,17 @@ class RankingView:
     labels: list[dict]
 
 
-# A set's candidates with their messages, and through them the set and its context: one query.
-_CANDIDATES = CompiledQuery(
-    lambda ranking_set_id: (
-        RankingCandidate.objects.filter(ranking_set_id=ranking_set_id)
-        .select_related("message", "ranking_set__context")
-        .order_by()
-    ),
-    ranking_set_id=int,
-)
-
-
 def _candidates_of(task: Task) -> list[RankingCandidate]:
-    # Submitting reads them to check the order and then describes the task: read them once.
+    """The set's candidates with their messages, and through them the set and its context.
+
+    Submitting reads them to check the order and then describes the task: read them once.
+    """
     if not hasattr(task, "_candidates"):
-        task._candidates = _CANDIDATES.all(ranking_set_id=task.ranking_set_id)
+        task._candidates = list(
+            RankingCandidate.objects.filter(ranking_set_id=task.ranking_set_id)
+            .select_related("message", "ranking_set__context")
+            .order_by()
+        )
     return task._candidates
 
 
@@ -139,113 +156,19 @@ def ranking_task_describe(task: Task) -> dict:
     }
 
 
-# ---------------------------------------------------------------------------- validation
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _ids(values) -> str:
-    return ", ".join(str(v) for v in sorted(values))
-
-
-def clean_order(order: object, candidate_ids: set[int]) -> list[list[int]]:
-    """Groups of candidate ids, best first, covering every candidate exactly once."""
-    shape = (
-        "The order must be a list of groups of candidate ids, best first, e.g. [[12], [14, 15]] "
-        "(ids in one group are tied)."
-    )
-    if not isinstance(order, list) or not order:
-        raise ValidationError(shape)
-    groups: list[list[int]] = []
-    for group in order:
-        if not isinstance(group, list) or not group or not all(_is_int(i) for i in group):
-            raise ValidationError(shape)
-        groups.append(sorted(group))
-    seen: list[int] = [i for group in groups for i in group]
-    problems = []
-    if missing := candidate_ids - set(seen):
-        problems.append(f"missing {_ids(missing)}")
-    if unknown := set(seen) - candidate_ids:
-        problems.append(f"not candidates of this set: {_ids(unknown)}")
-    if repeated := {i for i in seen if seen.count(i) > 1}:
-        problems.append(f"repeated {_ids(repeated)}")
-    if problems:
-        raise ValidationError(
-            f"The order must rank each of the set's candidates ({_ids(candidate_ids)}) exactly "
-            f"once: {'; '.join(problems)}."
-        )
-    return groups
-
-
-def clean_flags(flags: object, candidate_ids: set[int], allowed: list[str]) -> dict[str, list[str]]:
-    """{candidate id: [flag names]} with the project's flag labels only; empty lists dropped."""
-    if flags is None:
-        return {}
-    if not isinstance(flags, dict):
-        raise ValidationError(
-            'Flags must be an object of candidate id to label names, e.g. {"12": ["harmful"]}.'
-        )
-    cleaned: dict[str, list[str]] = {}
-    for key, names in flags.items():
-        try:
-            candidate_id = int(key)
-        except (TypeError, ValueError):
-            candidate_id = None
-        if candidate_id not in candidate_ids:
-            raise ValidationError(f"Flags name {key!r}, which is not a candidate of this set.")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValidationError(f"Flags of candidate {key} must be a list of label names.")
-        if unknown := sorted(set(names) - set(allowed)):
-            raise ValidationError(
-                f"Unknown flag {', '.join(repr(n) for n in unknown)} on candidate {key}; "
-                f"this project's flags are: {', '.join(allowed) or 'none'}."
-            )
-        if names:
-            cleaned[str(candidate_id)] = [n for n in allowed if n in names]
-    return cleaned
-
-
-def clean_rewrite(rewrite: object) -> str | None:
-    if rewrite is None:
-        return None
-    if not isinstance(rewrite, dict) or not isinstance(rewrite.get("text"), str):
-        raise ValidationError('A rewrite is null or {"text": "a better reply"}.')
-    if extra := sorted(set(rewrite) - {"text"}):
-        raise ValidationError(f"A rewrite has only a text; unexpected: {', '.join(extra)}.")
-    return rewrite["text"]
-
-
-def clean_time_spent(value: object) -> int | None:
-    if value is None:
-        return None
-    if not _is_int(value) or not 0 <= value <= MAX_TIME_SPENT_MS:
-        raise ValidationError(
-            "Time spent is a whole number of milliseconds, 0 or more (or null when unknown)."
-        )
-    return value
-
-
 # ---------------------------------------------------------------------------- submit
 
 
-# The set locked for counting up, with its context and whether this trainer already ranked it.
-_SET_TO_RANK = CompiledQuery(
-    lambda ranking_set_id, user_id: (
+def _set_to_rank(task: Task, user: AbstractBaseUser) -> RankingSet | None:
+    """The task's set locked for counting up, with its context and whether `user` ranked it."""
+    ranked_by_user = Exists(Ranking.objects.filter(ranking_set=OuterRef("pk"), annotator=user))
+    return (
         RankingSet.objects.select_for_update(of=("self",))
         .select_related("context")
-        .annotate(
-            ranked_by_user=Exists(
-                Ranking.objects.filter(ranking_set=OuterRef("pk"), annotator_id=user_id)
-            )
-        )
-        .filter(pk=ranking_set_id)
-        .order_by()[:1]
-    ),
-    ranking_set_id=int,
-    user_id=int,
-)
+        .annotate(ranked_by_user=ranked_by_user)
+        .filter(pk=task.ranking_set_id)
+        .first()
+    )
 
 
 def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
@@ -255,7 +178,7 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
     too, so concurrent rankings of one set count up one at a time and exactly one of them sees
     the count reach N and finalizes it.
     """
-    ranking_set = _SET_TO_RANK.first(ranking_set_id=task.ranking_set_id, user_id=user.pk)
+    ranking_set = _set_to_rank(task, user)
     if ranking_set is None:
         raise RankingSet.DoesNotExist(f"Ranking set {task.ranking_set_id} does not exist.")
     ranking_set.project = task.project
@@ -268,27 +191,11 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
     if ranking_set.ranked_by_user:
         raise TaskConflict("You have already ranked this set.", code="already_ranked")
 
-    candidate_ids = {entry.message_id for entry in _candidates_of(task)}
-    allowed_flags = [label["name"] for label in flag_labels(ranking_set.project)]
-    errors: dict[str, list[str]] = {}
-    cleaned: dict[str, object] = {}
-    for key in sorted(set(data) - set(SUBMIT_FIELDS)):
-        errors[key] = [f"Unexpected field; a ranking has: {', '.join(SUBMIT_FIELDS)}."]
-    checks = {
-        "order": lambda v: clean_order(v, candidate_ids),
-        "flags": lambda v: clean_flags(v, candidate_ids, allowed_flags),
-        "all_bad": _clean_all_bad,
-        "rewrite": clean_rewrite,
-        "time_spent_ms": clean_time_spent,
-    }
-    for field, check in checks.items():
-        try:
-            cleaned[field] = check(data.get(field))
-        except ValidationError as exc:
-            errors[field] = exc.messages
-    if errors:
-        raise ValidationError(errors)
-
+    cleaned = clean_ranking(
+        data,
+        candidate_ids={entry.message_id for entry in _candidates_of(task)},
+        allowed_flags=[label["name"] for label in flag_labels(ranking_set.project)],
+    )
     rewrite = None
     if cleaned["rewrite"] is not None:
         try:
@@ -302,7 +209,7 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
         except ValidationError as exc:
             raise ValidationError({"rewrite": exc.messages}) from None
 
-    ranking = Ranking.objects.create(
+    ranking = ranking_create(
         ranking_set=ranking_set,
         annotator=user,
         order=cleaned["order"],
@@ -311,37 +218,29 @@ def ranking_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> dict:
         rewrite=rewrite,
         time_spent_ms=cleaned["time_spent_ms"],
     )
-    # The set's row is locked, so counting up in Python cannot lose a concurrent ranking.
-    ranking_set.rankings_count += 1
-    ranking_set.save(update_fields=["rankings_count"])
-    Task.objects.filter(ranking_set=ranking_set, kind=KIND, state=Task.State.OPEN).update(
-        priority=ranking_set.rankings_count
+    # The set's open slots, passing over any another transaction has locked. Such a slot is not
+    # open any more (a claim is taking it, or its holder is submitting it) though this statement's
+    # snapshot may still see it open: waiting for it would deadlock with a submit of that slot,
+    # which holds it and waits for the set's row, held here.
+    unlocked = Task.objects.select_for_update(skip_locked=True).filter(
+        ranking_set=ranking_set, kind=KIND, state=Task.State.OPEN
     )
+    open_slots = Task.objects.filter(pk__in=unlocked.order_by().values("pk"))
+    # Task.priority mirrors the set's rankings_count: sets with more rankings go first.
+    open_slots.update(priority=ranking_set.rankings_count)
     if ranking_set.rankings_count >= ranking_set.rankings_needed:
-        ranking_set_finalize(ranking_set=ranking_set)
         # Slots nobody took are no longer needed once the set has its N rankings.
-        Task.objects.filter(ranking_set=ranking_set, kind=KIND, state=Task.State.OPEN).update(
-            state=Task.State.CANCELLED
-        )
+        open_slots.update(state=Task.State.CANCELLED)
     result = {"ranking": ranking.pk}
     if rewrite is not None:
         result["rewrite"] = rewrite.pk
     return result
 
 
-def _clean_all_bad(value: object) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise ValidationError("all_bad is true or false.")
-    return value
-
-
-register_task_kind(
-    TaskKind(
-        kind=KIND,
-        eligible=ranking_tasks_eligible,
-        submit=ranking_submit,
-        describe=ranking_task_describe,
-    )
+RANKING = TaskKind(
+    kind=KIND,
+    eligible=ranking_tasks_eligible,
+    claim_sql=RANKING_CLAIM_SQL,
+    submit=ranking_submit,
+    describe=ranking_task_describe,
 )

@@ -21,7 +21,7 @@ from annotations.models import (
 )
 from annotations.rankings import ranking_set_finalize
 from annotations.services import conversation_start, message_add
-from labelling.assignment import task_claim_next, task_submit
+from labelling.claims import task_claim_next, task_submit
 from labelling.importers import prompt_file_import
 from labelling.models import Task
 from tests.shared_data import TREES, shared

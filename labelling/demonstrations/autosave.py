@@ -6,13 +6,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from labelling.assignment import (
-    PageSave,
-    parse_page_position,
-    task_for_member,
-    task_page_autosave,
-)
+from labelling.autosave import PageSave, parse_page_position, task_page_autosave
 from labelling.demonstrations.dialogue import KIND, parse_state
+from labelling.leases import task_for_member
 
 
 @transaction.atomic

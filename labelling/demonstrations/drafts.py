@@ -14,7 +14,6 @@ from annotations.services import (
     marked_messages_keep,
     message_add,
 )
-from labelling.assignment import task_renew
 from labelling.demonstrations.dialogue import (
     ASSISTANT,
     KIND,
@@ -27,6 +26,7 @@ from labelling.demonstrations.dialogue import (
     turn_errors,
     turns_allowed,
 )
+from labelling.leases import task_renew
 from labelling.models import Task
 from trainer_bridge.generation import generation_request_create
 from trainer_bridge.models import GenerationRequest

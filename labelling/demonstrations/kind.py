@@ -8,6 +8,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 from annotations.models import Message, Project
 from annotations.reports import (
+    KEEPS_OUT,
     NOTE_MAX_CHARS,
     prompt_report_create,
     prompt_reports_keeping_out,
@@ -15,7 +16,6 @@ from annotations.reports import (
 )
 from annotations.selectors import prompt_pool, thread_to
 from annotations.services import conversation_start
-from labelling.assignment import TaskKind, register_task_kind
 from labelling.demonstrations.dialogue import (
     KIND,
     SCRATCH_KEY,
@@ -34,6 +34,7 @@ from labelling.demonstrations.drafts import (
     turn_add,
 )
 from labelling.models import Task
+from labelling.taskkind import ClaimSql, TaskKind
 
 # ---------------------------------------------------------------- the task kind
 
@@ -127,6 +128,27 @@ def demonstration_eligible(queryset: QuerySet[Task], user: AbstractBaseUser) -> 
     return unreported.order_by("created_at", "id")
 
 
+# `demonstration_eligible` for the claim statement on PostgreSQL (labelling.claims): no report
+# that keeps prompts out names the task's prompt, or the first message of its conversation.
+DEMONSTRATION_CLAIM_SQL = ClaimSql(
+    where="""
+        NOT EXISTS (
+            SELECT FROM annotations_promptreport report
+            WHERE report.message_id = task.message_id
+                AND report.state IN %(reports_keeping_out)s
+        )
+        AND NOT EXISTS (
+            SELECT FROM annotations_promptreport report
+            JOIN annotations_message root ON root.id = report.message_id
+            WHERE root.conversation_id = task.conversation_id AND root.parent_id IS NULL
+                AND report.state IN %(reports_keeping_out)s
+        )
+    """,
+    order_by="task.created_at, task.id",
+    params={"reports_keeping_out": tuple(state.value for state in KEEPS_OUT)},
+)
+
+
 def demonstration_supply(project: Project, user: AbstractBaseUser) -> Task:
     """A task for the next unclaimed, unreported pool prompt, or a blank one if none is left.
 
@@ -185,14 +207,13 @@ def demonstration_on_claim(task: Task) -> None:
         scratch_prune(task)
 
 
-register_task_kind(
-    TaskKind(
-        kind=KIND,
-        eligible=demonstration_eligible,
-        submit=demonstration_submit,
-        describe=demonstration_describe,
-        supply=demonstration_supply,
-        on_skip=demonstration_on_skip,
-        on_claim=demonstration_on_claim,
-    )
+DEMONSTRATION = TaskKind(
+    kind=KIND,
+    eligible=demonstration_eligible,
+    claim_sql=DEMONSTRATION_CLAIM_SQL,
+    submit=demonstration_submit,
+    describe=demonstration_describe,
+    supply=demonstration_supply,
+    on_skip=demonstration_on_skip,
+    on_claim=demonstration_on_claim,
 )

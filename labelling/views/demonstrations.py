@@ -16,13 +16,9 @@ from annotations.access import project_for_member
 from annotations.models import Conversation, Message, PromptReport
 from annotations.text import parse_json
 from labelling import demonstrations as demo
-from labelling.assignment import (
-    PageSave,
-    task_for_member,
-    task_open_page,
-    task_skip,
-    task_submit,
-)
+from labelling.autosave import PageSave, task_open_page
+from labelling.claims import task_skip, task_submit
+from labelling.leases import task_for_member
 from labelling.models import Task
 from labelling.views.errors import Refusal, refusal_as_json, refusal_as_text, shows_refusals
 from labelling.views.pages import claim_for_page

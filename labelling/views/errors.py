@@ -17,7 +17,7 @@ from functools import wraps
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from labelling.assignment import TaskConflict
+from labelling.leases import TaskConflict
 
 REFUSALS = (ValidationError, TaskConflict)
 

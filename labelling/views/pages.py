@@ -8,7 +8,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotations.access import project_for_member
 from annotations.models import Project
-from labelling.assignment import task_claim_next
+from labelling.claims import task_claim_next
 from labelling.selectors import (
     api_token_of,
     failed_generations,

@@ -13,16 +13,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from annotations.access import project_for_member
 from annotations.text import parse_json
-from labelling.assignment import (
-    PageSave,
-    parse_page_position,
-    task_for_member,
-    task_open_page,
-    task_page_autosave,
-    task_skip,
-    task_submit,
-)
+from labelling.autosave import PageSave, parse_page_position, task_open_page, task_page_autosave
+from labelling.claims import task_skip, task_submit
 from labelling.comparisons import comparison_create
+from labelling.leases import task_for_member
 from labelling.models import Task
 from labelling.rankings import RankingView, ranking_view
 from labelling.views.errors import Refusal, refusal_as_json, shows_refusals

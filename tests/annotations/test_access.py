@@ -46,7 +46,7 @@ def test_superusers_see_every_active_project_as_leads(project, outsider):
 
 
 def test_tasks_of_a_project_are_found_for_its_members_only(project, trainer, outsider):
-    from labelling.assignment import task_for_member
+    from labelling.leases import task_for_member
     from tests.factories import make_ranking_set
 
     task = make_ranking_set(project).tasks.first()

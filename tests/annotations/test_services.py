@@ -119,6 +119,8 @@ def test_model_written_replies_are_stored_under_their_contexts_in_order():
             assert message.role == "assistant" and message.lang == context.lang
             assert message.author_model == model and message.is_synthetic
             assert message.author_user is None
+
+
 def test_work_in_progress_is_kept_unmarked_or_deleted_with_its_replies():
     project = ProjectFactory()
     author = UserFactory()

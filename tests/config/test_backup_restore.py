@@ -18,7 +18,7 @@ from django.db import connection
 from psycopg2 import sql
 
 from annotations.models import Message, Ranking
-from labelling.assignment import task_claim_next, task_submit
+from labelling.claims import task_claim_next, task_submit
 from tests.factories import (
     ConversationFactory,
     MembershipFactory,

@@ -11,7 +11,8 @@ import pytest
 from django.db import close_old_connections, connection, connections
 
 from annotations.models import Ranking, RankingSet
-from labelling.assignment import TaskConflict, task_claim_next, task_submit
+from labelling.claims import task_claim_next, task_submit
+from labelling.leases import TaskConflict
 from labelling.models import Task
 from tests.factories import (
     MembershipFactory,

@@ -8,7 +8,8 @@ from django.urls import reverse
 
 from annotations.models import Message
 from labelling import demonstrations as demo
-from labelling.assignment import task_claim_next, task_open_page, task_submit
+from labelling.autosave import task_open_page
+from labelling.claims import task_claim_next, task_submit
 from labelling.models import Task
 
 pytestmark = pytest.mark.django_db

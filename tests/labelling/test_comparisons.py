@@ -18,7 +18,7 @@ from annotations.models import (
 from annotations.reports import prompt_report_create
 from annotations.services import conversation_start, message_add
 from labelling import tasks
-from labelling.assignment import task_claim_next
+from labelling.claims import task_claim_next
 from labelling.comparisons import (
     comparison_assemble,
     comparison_context_pick,

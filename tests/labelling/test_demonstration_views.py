@@ -8,7 +8,8 @@ from django.urls import reverse
 
 from annotations.models import Conversation, Message, PromptReport
 from annotations.services import conversation_start
-from labelling.assignment import task_autosave, task_claim_next
+from labelling.autosave import task_autosave
+from labelling.claims import task_claim_next
 from labelling.models import Task
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory
 from trainer_bridge.models import GenerationOutput, GenerationRequest

@@ -14,14 +14,10 @@ from annotations.models import Conversation, Message, PromptReport
 from annotations.reports import prompt_report_create
 from annotations.services import conversation_start, message_add
 from labelling import demonstrations as demo
-from labelling.assignment import (
-    TaskConflict,
-    task_autosave,
-    task_claim_next,
-    task_skip,
-    task_submit,
-)
+from labelling.autosave import task_autosave
+from labelling.claims import task_claim_next, task_skip, task_submit
 from labelling.demonstrations import edit_distance
+from labelling.leases import TaskConflict
 from labelling.models import Task
 from labelling.services import task_leases_expire
 from tests.factories import MembershipFactory, ModelVersionFactory, UserFactory

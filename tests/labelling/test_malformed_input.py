@@ -18,7 +18,8 @@ from annotations.models import (
     RankingSet,
 )
 from annotations.services import conversation_start
-from labelling.assignment import task_autosave, task_claim_next
+from labelling.autosave import task_autosave
+from labelling.claims import task_claim_next
 from labelling.models import Task, TaskSkip
 from tests.factories import candidate_ids, make_ranking_set
 

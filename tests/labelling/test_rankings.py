@@ -7,12 +7,8 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from annotations.models import Message, Ranking, RankingSet
-from labelling.assignment import (
-    TaskConflict,
-    task_describe,
-    task_skip,
-    task_submit,
-)
+from labelling.claims import task_describe, task_skip, task_submit
+from labelling.leases import TaskConflict
 from labelling.models import Task, TaskSkip
 from labelling.services import task_leases_expire
 from tests.factories import (

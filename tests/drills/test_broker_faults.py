@@ -1,14 +1,16 @@
-"""Fault drill on the broker: Redis restarted (without persistence) while generation requests
+"""Fault drill on the broker: a Redis of its own restarted (without persistence) while generation
 wait in its queue. The database is the record of what is queued; the watchdog sends again what
 the restart lost, a real worker then runs each request once, and while Redis is down the API
 still answers at once (requests wait in the database, rate limits let calls through)."""
 
 import contextlib
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
@@ -19,6 +21,7 @@ from django.utils import timezone
 
 from annotations.queueing import queue_depth
 from annotations.services import conversation_start
+from config.celery import app as celery_app
 from tests.conftest import wait_for
 from tests.factories import ModelVersionFactory
 from trainer_bridge.generation import generation_request_create
@@ -29,10 +32,19 @@ from trainer_bridge.watchdog import GENERATION_QUEUE, generations_resend_lost
 pytestmark = pytest.mark.worker
 
 
-@dataclass(frozen=True)
+@dataclass
 class RedisServer:
-    host: str
+    """A Redis of the drill's own on a free port, so that stopping it never takes down the
+    machine's shared Redis (other tests' broker, other processes' caches)."""
+
     port: int
+    log: Path
+    host: str = "127.0.0.1"
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis(host=self.host, port=self.port, socket_connect_timeout=2)
@@ -46,28 +58,44 @@ class RedisServer:
     def stop(self) -> None:
         with contextlib.suppress(redis.ConnectionError):  # it closes the connection as it goes
             self.client().shutdown(nosave=True)
+        if self.process is not None:
+            self.process.wait(timeout=20)
         wait_for(lambda: not self.up(), timeout=20, message="Redis did not stop")
 
     def start(self) -> None:
-        subprocess.run(
-            [shutil.which("redis-server"), "--daemonize", "yes", "--bind", self.host,
-             "--port", str(self.port), "--save", "", "--appendonly", "no"],
-            check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-        wait_for(self.up, timeout=20, message="Redis did not start again")
+        with self.log.open("a") as out:
+            self.process = subprocess.Popen(
+                [shutil.which("redis-server"), "--bind", self.host, "--port", str(self.port),
+                 "--save", "", "--appendonly", "no"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_for(self.up, timeout=20, message=f"Redis did not start:\n{self.log.read_text()}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture
-def redis_server(transactional_db):
-    broker = urlparse(settings.CELERY_BROKER_URL)
-    if broker.scheme != "redis":
-        pytest.skip("the drill restarts Redis; the broker is not Redis (set CELERY_BROKER_URL)")
-    if broker.hostname not in ("127.0.0.1", "localhost") or not shutil.which("redis-server"):
-        pytest.skip("the drill restarts a Redis on this machine with redis-server")
-    server = RedisServer(host=broker.hostname, port=broker.port or 6379)
+def redis_server(transactional_db, monkeypatch):
+    """A private Redis that the test process's Celery app and its workers use as the broker."""
+    if urlparse(settings.CELERY_BROKER_URL).scheme != "redis":
+        pytest.skip("the drill needs a Redis broker (set CELERY_BROKER_URL to redis://...)")
+    if not shutil.which("redis-server"):
+        pytest.skip("the drill starts a Redis of its own with redis-server, which is not installed")
+    server = RedisServer(port=free_port(), log=Path(settings.VAR_DIR) / "drill-redis.log")
+    server.start()
+    shared_broker = celery_app.conf.broker_url
+    # Celery reads CELERY_BROKER_URL from the environment before its configuration.
+    monkeypatch.setenv("CELERY_BROKER_URL", server.url)
+    celery_app.conf.broker_url = server.url
+    celery_app.close()  # drop pooled connections to the shared broker
     yield server
-    if not server.up():
-        server.start()
+    celery_app.conf.broker_url = shared_broker
+    celery_app.close()
+    server.stop()
 
 
 def test_a_redis_restart_loses_no_queued_generation(
@@ -127,7 +155,7 @@ def test_a_redis_restart_loses_no_queued_generation(
         generations_resend_lost(now=timezone.now() + timedelta(minutes=5), send=generate.delay) == 0
     )  # sent once
 
-    start_celery_worker()
+    start_celery_worker(CELERY_BROKER_URL=redis_server.url)
     ids = [r.pk for r in requests]
     wait_for(
         lambda: (

@@ -1,7 +1,8 @@
-"""Fault drill on the broker: a Redis of its own restarted (without persistence) while generation
-wait in its queue. The database is the record of what is queued; the watchdog sends again what
-the restart lost, a real worker then runs each request once, and while Redis is down the API
-still answers at once (requests wait in the database, rate limits let calls through)."""
+"""Fault drill on the broker: a Redis of its own restarted (without persistence) while
+generation requests wait in its queue. The database is the record of what is queued; the
+watchdog sends again what the restart lost, a real worker then runs each request once, and while
+Redis is down the API still answers at once (requests wait in the database, rate limits let
+calls through)."""
 
 import contextlib
 import shutil

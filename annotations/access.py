@@ -16,15 +16,15 @@ from annotations.models import Membership, ModelVersion, Project
 
 Role = Membership.Role
 
-# What each role may do. Leads manage the project and may annotate; engineers take data out
-# and run models; trainers annotate.
+# What each role may do. Leads manage the project, may annotate and may run training; engineers
+# take data out, run models and train them; trainers annotate.
 CAPABILITIES: dict[str, frozenset[str]] = {
     "annotate": frozenset({Role.TRAINER, Role.LEAD}),
     "manage": frozenset({Role.LEAD}),
     "dashboards": frozenset({Role.LEAD, Role.ENGINEER}),
     "export": frozenset({Role.LEAD, Role.ENGINEER}),
     "generate": frozenset({Role.LEAD, Role.ENGINEER}),
-    "train": frozenset({Role.ENGINEER}),
+    "train": frozenset({Role.LEAD, Role.ENGINEER}),
 }
 
 

@@ -53,12 +53,28 @@ def model_version_save(
 
 
 @transaction.atomic
-def project_use_model(*, project: Project, model_version: ModelVersion) -> None:
-    """Make a policy model the project's draft model and one of its candidate models."""
+def project_use_model(
+    *,
+    project: Project,
+    model_version: ModelVersion,
+    as_draft: bool = True,
+    as_candidate: bool = True,
+    replace_candidates: bool = False,
+) -> None:
+    """Put a policy model to use in a project: as its draft model, as a candidate model, or both
+    (the default). With `replace_candidates` it becomes the only candidate model, so the next
+    ranking sets sample from it alone; the models it replaces stay registered, and the messages
+    they wrote keep them as authors."""
     if model_version.kind != ModelVersion.Kind.POLICY:
         raise ValidationError(
             {"model_version": f"{model_version} is a {model_version.kind} model, not a policy."}
         )
-    project.draft_model = model_version
-    project.save(update_fields=["draft_model"])
-    project.candidate_models.add(model_version)
+    if not (as_draft or as_candidate):
+        raise ValidationError({"model_version": "Use it as the draft model, a candidate, or both."})
+    if as_draft:
+        project.draft_model = model_version
+        project.save(update_fields=["draft_model"])
+    if as_candidate and replace_candidates:
+        project.candidate_models.set([model_version])
+    elif as_candidate:
+        project.candidate_models.add(model_version)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import gzip
 import logging
 import tempfile
 import threading
@@ -424,6 +425,17 @@ def export_open(snapshot: ExportSnapshot, split: str):
     return default_storage.open(f"{snapshot.folder}/{splits[split]['file']}", "rb")
 
 
+def export_lines(snapshot: ExportSnapshot, split: str) -> Iterator[bytes]:
+    """The lines of one split's stored file (gzip or not), each a JSON row as bytes."""
+    name = snapshot.manifest["splits"][split]["file"] if snapshot.manifest else ""
+    with export_open(snapshot, split) as stored:
+        if name.endswith(".gz"):
+            with gzip.open(stored) as unzipped:
+                yield from unzipped
+        else:
+            yield from stored
+
+
 def export_open_file(snapshot: ExportSnapshot, name: str):
     """manifest.json or README.md of a finished snapshot."""
     if snapshot.state != State.DONE or name not in ("manifest.json", "README.md"):
@@ -434,6 +446,7 @@ def export_open_file(snapshot: ExportSnapshot, name: str):
 __all__ = [
     "export_build",
     "export_choices_clean",
+    "export_lines",
     "export_open",
     "export_open_file",
     "export_request",

@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from trainer_bridge import apis
+import annotations.urls_converters  # noqa: F401 (registers <id:...>)
+from trainer_bridge import apis, training_apis
 
 urlpatterns = [
     path(
@@ -13,5 +14,45 @@ urlpatterns = [
     path("generations/<int:pk>/", apis.GenerationDetailApi.as_view(), name="api-generation-detail"),
     path(
         "generations/<int:pk>/retry", apis.GenerationRetryApi.as_view(), name="api-generation-retry"
+    ),
+    path(
+        "projects/<slug:slug>/training-runs/",
+        training_apis.TrainingRunListCreateApi.as_view(),
+        name="api-training-run-list",
+    ),
+    path(
+        "training-runs/<id:pk>/",
+        training_apis.TrainingRunDetailApi.as_view(),
+        name="api-training-run-detail",
+    ),
+    path(
+        "training-runs/<id:pk>/cancel",
+        training_apis.TrainingRunCancelApi.as_view(),
+        name="api-training-run-cancel",
+    ),
+    path(
+        "training-runs/<id:pk>/metrics",
+        training_apis.TrainingRunMetricsApi.as_view(),
+        name="api-training-run-metrics",
+    ),
+    path(
+        "training-runs/<id:pk>/log",
+        training_apis.TrainingRunLogApi.as_view(),
+        name="api-training-run-log",
+    ),
+    path(
+        "training-runs/<id:pk>/use",
+        training_apis.TrainingRunUseApi.as_view(),
+        name="api-training-run-use",
+    ),
+    path(
+        "training-runs/<id:pk>/evaluate",
+        training_apis.TrainingRunEvaluateApi.as_view(),
+        name="api-training-run-evaluate",
+    ),
+    path(
+        "training-runs/<id:pk>/report/",
+        training_apis.TrainingRunReportApi.as_view(),
+        name="api-training-run-report",
     ),
 ]

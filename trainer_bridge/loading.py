@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from trainer_bridge.model_storage import is_storage_source, local_model_folder
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -29,8 +31,11 @@ def resolve_source(source: str, *, model_dir: Path | None = None) -> str | Path:
 
     A relative name that is a directory under the model directory (`settings.PARLEY
     ["MODEL_DIR"]` unless given) wins over a hub id of the same spelling, so built models can be
-    registered as e.g. `tiny/policy` and moved with the model directory.
+    registered as e.g. `tiny/policy` and moved with the model directory. `storage:<path>` names
+    a folder in Django's storage (a trained model; see trainer_bridge.model_storage).
     """
+    if is_storage_source(source):
+        return local_model_folder(source, model_dir=model_dir)
     if source_looks_like_path(source):
         return Path(source).expanduser().resolve()
     if model_dir is None:

@@ -182,6 +182,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    # Names for the choice sets several components share a field name with ("state").
+    "ENUM_NAME_OVERRIDES": {
+        "TrainingRunStateEnum": "trainer_bridge.models.TrainingRun.State",
+        "RewardEvaluationStateEnum": "trainer_bridge.models.RewardEvaluation.State",
+    },
 }
 
 # --- Celery ---------------------------------------------------------------------------------
@@ -238,6 +243,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "exports.tasks.requeue_stuck_exports",
         "schedule": env.float("PARLEY_EXPORT_REAP_SECONDS", default=60.0),
     },
+    "requeue-stuck-training-runs": {
+        "task": "trainer_bridge.tasks.requeue_stuck_training_runs",
+        "schedule": env.float("PARLEY_TRAINING_REAP_SECONDS", default=60.0),
+    },
     "top-up-comparisons": {
         "task": "labelling.tasks.top_up_comparisons",
         "schedule": env.float("PARLEY_COMPARISON_TOP_UP_SECONDS", default=60.0),
@@ -292,6 +301,44 @@ PARLEY = {
         # Exports queued this long while the broker's default queue is empty lost their
         # message: the watchdog sends them again.
         "QUEUED_RESEND_SECONDS": env.int("PARLEY_EXPORT_RESEND_SECONDS", default=120),
+    },
+    "TRAINING": {
+        # Backend of a run that names none: "local" (accelerate launch on a train worker) or
+        # "command" (COMMAND_TEMPLATE, e.g. sbatch or kubectl; see deploy/training/).
+        "DEFAULT_BACKEND": env.str("PARLEY_TRAINING_BACKEND", default="local"),
+        # accelerate config of the local backend: one CPU, one GPU, several GPUs, DeepSpeed.
+        "ACCELERATE_CONFIG": env.str(
+            "PARLEY_TRAINING_ACCELERATE_CONFIG",
+            default=str(BASE_DIR / "deploy" / "accelerate" / "cpu.yaml"),
+        ),
+        # OpenMP threads of each local training process (OMP_NUM_THREADS); 0 leaves it to
+        # accelerate (one per physical core). On a machine other work shares, 1 avoids threads
+        # spinning against each other.
+        "CPU_THREADS": env.int("PARLEY_TRAINING_CPU_THREADS", default=0),
+        # Where runs keep their inputs, events, logs and outputs while they run; the command
+        # backend's jobs must reach it at the same path (a shared disk on a cluster).
+        "WORK_DIR": Path(env.str("PARLEY_TRAINING_WORK_DIR", default=str(VAR_DIR / "training"))),
+        # The command backend: a shell command with {run_id} {stage} {train_path}
+        # {validation_path} {base_path} {reward_model_path} {output_dir} {hyperparameters_json}
+        # {events_path} {report_url} {work_dir} (each shell-quoted); the job gets the run's
+        # token in PARLEY_RUN_TOKEN and reports to {report_url}.
+        "COMMAND_TEMPLATE": env.str("PARLEY_TRAINING_COMMAND", default=""),
+        # Run when a command-backend run is cancelled, with {run_id} and {external_id} (what
+        # the submit command printed), e.g. `scancel {external_id}`; empty runs nothing.
+        "CANCEL_COMMAND_TEMPLATE": env.str("PARLEY_TRAINING_CANCEL_COMMAND", default=""),
+        # Base URL of this site as a job sees it: report URLs are built on it.
+        "REPORT_BASE_URL": env.str("PARLEY_TRAINING_REPORT_BASE_URL", default=""),
+        # A local run whose worker shows no sign of life for this long has lost it: it is queued
+        # again, and failed with its log tail after MAX_ATTEMPTS.
+        "STALE_SECONDS": env.int("PARLEY_TRAINING_STALE_SECONDS", default=120),
+        "MAX_ATTEMPTS": env.int("PARLEY_TRAINING_MAX_ATTEMPTS", default=2),
+        # A command-backend job that reports nothing for this long (queue waits included) is
+        # failed: nobody can tell whether it still runs.
+        "COMMAND_STALE_SECONDS": env.int("PARLEY_TRAINING_COMMAND_STALE_SECONDS", default=6 * 3600),
+        # Runs queued this long while the train queue is empty lost their message: sent again.
+        "QUEUED_RESEND_SECONDS": env.int("PARLEY_TRAINING_RESEND_SECONDS", default=120),
+        # Characters of log kept on the run (the page and the API show them).
+        "LOG_TAIL_CHARS": env.int("PARLEY_TRAINING_LOG_TAIL_CHARS", default=20000),
     },
     "COMPARISONS": {
         # A ranking set draws at most this many times K samples (its first round plus

@@ -2,6 +2,7 @@
 
     python benchmarks/generation.py [--requests 64] [--n 4] [--new-tokens 32]
         [--model-dir PATH] [--device cpu] [--config-size tiny|0.5b]
+    python benchmarks/generation.py --standalone ...   (see benchmarks/generation_engine.py)
 
 Both modes use the same LoadedGenerator (the model is loaded once, through the worker's model
 cache) and the same queued requests:
@@ -11,13 +12,18 @@ cache) and the same queued requests:
             is queued: what a Celery gpu worker does for one message, with the configured
             token budget (PARLEY_GENERATION_TOKEN_BUDGET, PARLEY_GENERATION_MAX_BATCH_REQUESTS).
 
-In the table, "batches" counts `LoadedGenerator.generate` calls (each one padded batch, whatever
-the rows' sampling settings) and "fwd steps" the model's forward passes (the prompt, then one per
-decoding step while any row of the batch is unfinished). Tokens are the completion tokens
-actually generated (sampling stops at the end of the turn), so the table also shows rows and
-the mean completion length of each mode. The run uses a throwaway SQLite database and an
-in-memory Celery broker in a temporary directory; it never touches the developer's database or
-broker. It exits 0 whatever the ratio: it prints figures, it does not assert them.
+In the table, "batches" counts `LoadedGenerator.generate` calls and worker sessions (each one
+continuous batch, whatever the rows' sampling settings) and "fwd steps" the model's forward
+passes (a prefill per group of rows joining, then one per decoding step while any row is
+unfinished). Tokens are the completion tokens actually generated (sampling stops at the end of
+the turn), so the table also shows rows and the mean completion length of each mode. The run
+uses a throwaway SQLite database and an in-memory Celery broker in a temporary directory; it
+never touches the developer's database or broker. It exits 0 whatever the ratio: it prints
+figures, it does not assert them.
+
+`--standalone` needs neither Django nor a database: it drives the engine directly, compares it
+with transformers' `generate` (eager and compiled) on the same rows, and runs the mixed
+workload of drafts during bulk candidates; it is what runs on a GPU box.
 """
 
 from __future__ import annotations
@@ -101,6 +107,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="tiny",
         help="tiny: the trained tiny model; 0.5b: a randomly initialised ~0.5B Llama",
     )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no Django: the engine against transformers' generate, and the mixed workload",
+    )
+    from benchmarks.generation_engine import add_arguments
+
+    add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -218,20 +232,22 @@ class Result:
 
 
 class CallCounter:
-    """Counts padded batches (`generator.generate` calls) and model forward passes."""
+    """Counts batches (`generator.generate` calls and worker sessions) and forward passes."""
 
     def __init__(self, generator) -> None:
         self.batches = 0
         self.steps = 0
-        original = generator.generate
-
-        def generate(*args, **kwargs):
-            self.batches += 1
-            return original(*args, **kwargs)
-
-        # The worker gets this same instance from the model cache, so it calls the wrapper too.
-        generator.generate = generate
+        # The worker gets this same instance from the model cache, so it calls the wrappers too.
+        for name in ("generate", "session"):
+            setattr(generator, name, self._counted(getattr(generator, name)))
         generator.model.register_forward_hook(self._count_step)
+
+    def _counted(self, method):
+        def counted(*args, **kwargs):
+            self.batches += 1
+            return method(*args, **kwargs)
+
+        return counted
 
     def _count_step(self, *_args) -> None:
         self.steps += 1
@@ -359,7 +375,13 @@ def print_table(results: list[Result]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     args = parse_args(argv)
+    if args.standalone:
+        from benchmarks.generation_engine import main as standalone
+
+        return standalone(args)
     load_at_start = os.getloadavg()[0]
     if args.config_size == "0.5b" and not args.device.startswith("cuda"):
         print(
@@ -377,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from trainer_bridge.backends import Row, model_cache
         from trainer_bridge.sampling_params import SamplingParams
+        from trainer_bridge.worker import batch_limits
 
         model_dir = args.model_dir or scratch_dir / "models" / args.config_size
         policy = build_policy(Path(model_dir), config_size=args.config_size)
@@ -397,11 +420,12 @@ def main(argv: list[str] | None = None) -> int:
             f"workload: {args.requests} requests x n={args.n}, max_new_tokens={args.new_tokens}, "
             f"temperature={TEMPERATURE}, top_p={TOP_P}, seed={SEED}"
         )
+        token_budget, max_requests = batch_limits(generator)
         print(
-            f"worker settings: TOKEN_BUDGET={config['TOKEN_BUDGET']}, "
-            f"MAX_BATCH_REQUESTS={config['MAX_BATCH_REQUESTS']}, "
+            f"worker settings: TOKEN_BUDGET={config['TOKEN_BUDGET']} ({token_budget}), "
+            f"MAX_BATCH_REQUESTS={config['MAX_BATCH_REQUESTS']} ({max_requests}), "
             f"TOP_P_CANDIDATES={config['TOP_P_CANDIDATES']}, "
-            f"TORCH_THREADS={config['TORCH_THREADS']}"
+            f"TORCH_THREADS={config['TORCH_THREADS']}; {generator.plan.describe()}"
         )
 
         # Warm-up: the first generate call pays for lazy initialisation (and CUDA kernels).

@@ -1,93 +1,45 @@
-"""The transformers generation backend: loaded models kept per worker process, batched sampling.
+"""The transformers generation backend: loaded models kept per worker process, and their sampling.
 
 torch and transformers are imported lazily, inside the functions that need them, so the web
 process never pays for them.
 
-Sampling runs our own decoding loop rather than `model.generate`: every row carries its own
-sampling parameters and random stream, so one padded batch can hold requests with different
-settings and seeds, and finished rows leave the batch at once instead of decoding padding until
-the longest row ends.
+Sampling runs our own decoding engine rather than `model.generate`: every row carries its own
+sampling parameters and random stream, so one batch can hold requests with different settings
+and seeds, each reproducible alone or batched; finished rows leave the batch at once and
+waiting rows join it between steps (trainer_bridge.continuous), on a preallocated KV cache with
+CUDA graphs on CUDA (trainer_bridge.engine).
 """
 
 from __future__ import annotations
 
-import inspect
+import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from trainer_bridge.continuous import DecodeSession
+from trainer_bridge.decoding import EngineSettings, GenerationOutOfMemory, Row, Sample
+from trainer_bridge.engine import DecodeEngine
+from trainer_bridge.kv_cache import CachePlan
 from trainer_bridge.loading import load_policy, quiet_progress_bars
-from trainer_bridge.sampling import DEFAULT_CANDIDATES, row_seed, sample_tokens
-from trainer_bridge.sampling_params import SamplingParams
+from trainer_bridge.sampling import DEFAULT_CANDIDATES
 
 if TYPE_CHECKING:
-    import torch
-
     from annotations.models import ModelVersion
 
+logger = logging.getLogger(__name__)
 
-class GenerationOutOfMemory(RuntimeError):
-    """The device ran out of memory for this batch; a smaller batch may fit."""
-
-
-@dataclass(frozen=True)
-class Row:
-    """One sequence to sample: a prompt (token ids), how to sample it, and which sample it is.
-
-    With a seed, (seed, sample_index) fixes the row's random stream: the n samples of a request
-    differ from each other, and none depends on what else is in the batch.
-    """
-
-    prompt_ids: tuple[int, ...]
-    sampling: SamplingParams
-    sample_index: int = 0
-
-
-@dataclass(frozen=True)
-class Sample:
-    text: str
-    completion_tokens: int
-
-
-class _Batch:
-    """The rows still decoding: their original positions, sampling settings and random draws."""
-
-    def __init__(self, rows: list[Row], *, device: str, max_steps: int) -> None:
-        import torch
-
-        params = [row.sampling for row in rows]
-        self.active = torch.arange(len(rows), device=device)
-        self.greedy = torch.tensor([p.temperature <= 0 for p in params], device=device)
-        self.temperature = torch.tensor(
-            [p.temperature if p.temperature > 0 else 1.0 for p in params], device=device
-        )
-        self.top_p = torch.tensor([p.top_p for p in params], device=device)
-        self.top_k = torch.tensor([p.top_k for p in params], device=device)
-        self.penalty = torch.tensor([p.repetition_penalty for p in params], device=device)
-        self.max_new = torch.tensor([p.max_new_tokens for p in params], device=device)
-        self.uniforms = self._uniforms(rows, device=device, max_steps=max_steps)
-
-    @staticmethod
-    def _uniforms(rows: list[Row], *, device: str, max_steps: int) -> torch.Tensor:
-        """One uniform per row and step, drawn ahead: seeded rows from their own generator."""
-        import torch
-
-        uniforms = torch.rand((len(rows), max_steps), device=device)
-        for index, row in enumerate(rows):
-            if row.sampling.seed is None or row.sampling.temperature <= 0:
-                continue
-            generator = torch.Generator(device=device)
-            generator.manual_seed(row_seed(row.sampling.seed, row.sample_index))
-            steps = row.sampling.max_new_tokens
-            uniforms[index, :steps] = torch.rand(steps, generator=generator, device=device)
-        return uniforms
-
-    def keep(self, index: torch.Tensor) -> None:
-        for name in ("active", "greedy", "temperature", "top_p", "top_k", "penalty", "max_new"):
-            setattr(self, name, getattr(self, name)[index])
-        self.uniforms = self.uniforms[index]
+# Names the worker, the tests and the benchmark take from here.
+__all__ = [
+    "GenerationOutOfMemory",
+    "LoadedGenerator",
+    "ModelCache",
+    "Row",
+    "Sample",
+    "model_cache",
+]
 
 
 class LoadedGenerator:
@@ -100,12 +52,11 @@ class LoadedGenerator:
         *,
         device: str,
         chat_template: str = "",
-        candidates: int = DEFAULT_CANDIDATES,
+        settings: EngineSettings | None = None,
     ):
         self.tokenizer = tokenizer
         self.model = model
         self.device = device
-        self.candidates = candidates
         if chat_template:
             self.tokenizer.chat_template = chat_template
         config = model.generation_config
@@ -114,9 +65,14 @@ class LoadedGenerator:
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         )
-        # The prompt pass needs logits for its last position only, where the model allows it.
-        accepted = inspect.signature(model.forward).parameters
-        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+        self.engine = DecodeEngine(
+            model, device=device, eos_ids=self.eos_ids, pad_id=self.pad_id, settings=settings
+        )
+
+    @property
+    def plan(self) -> CachePlan:
+        """How many rows of how many tokens this model decodes at once."""
+        return self.engine.plan
 
     def encode_chat(self, messages: list[dict]) -> tuple[int, ...]:
         """Token ids of the conversation followed by the assistant's generation prompt."""
@@ -133,8 +89,28 @@ class LoadedGenerator:
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [tuple(ids) for ids in encoded]
 
-    def generate(self, rows: list[Row], *, faults: dict | None = None) -> list[Sample]:
-        """A sample per row, in order, from one padded batch whatever the rows' settings.
+    def decode_texts(self, token_ids: list[list[int]]) -> list[str]:
+        return self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+
+    def session(
+        self,
+        *,
+        length: int,
+        faults: dict | None = None,
+        interrupts: tuple[type[BaseException], ...] = (),
+    ) -> DecodeSession:
+        """A continuous-batching session for rows of up to `length` tokens (use it in `with`);
+        `interrupts` are exceptions that end it instead of failing a row."""
+        return DecodeSession(
+            self.engine,
+            length=length,
+            decode=self.decode_texts,
+            faults=faults,
+            interrupts=interrupts,
+        )
+
+    def generate(self, rows: Sequence[Row], *, faults: dict | None = None) -> list[Sample]:
+        """A sample per row, in order, from one batch whatever the rows' settings.
 
         `faults` (from settings, for tests and drills) can slow a batch down, make batches
         above a size fail as if the GPU ran out of memory, or make any batch holding a row with
@@ -157,116 +133,32 @@ class LoadedGenerator:
 
         out_of_memory = ""
         try:
-            with torch.inference_mode():
-                tokens = self._decode_batch(rows)
+            samples = self._generate_batch(rows)
         except torch.cuda.OutOfMemoryError as exc:
             out_of_memory = str(exc) or "CUDA out of memory"
         if out_of_memory:
-            # Raised outside the handler, so the failed batch's frames (its KV cache) are gone
-            # and their memory is free before the caller retries with smaller batches.
+            # Raised outside the handler, so the failed batch's frames are gone and their
+            # memory is free before the caller retries with smaller batches.
             if str(self.device).startswith("cuda"):
                 torch.cuda.empty_cache()
             raise GenerationOutOfMemory(out_of_memory)
-        texts = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
-        return [
-            Sample(text=text.strip(), completion_tokens=len(ids))
-            for text, ids in zip(texts, tokens, strict=True)
-        ]
+        return samples
 
-    def _decode_batch(self, rows: list[Row]) -> list[list[int]]:
-        """The new tokens of each row, up to (not including) its end-of-turn token."""
-        import torch
-        from transformers import DynamicCache
-
-        device = self.device
-        width = max(len(row.prompt_ids) for row in rows)
-        max_steps = max(row.sampling.max_new_tokens for row in rows)
-        # Left padding: every prompt ends at the same position, where generation starts.
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
-            attention[i, width - len(row.prompt_ids) :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        # Positions count real tokens only, so a padded prompt is encoded as it would be alone.
-        positions = (attention.cumsum(-1) - 1).clamp_(min=0)
-        next_position = attention.sum(-1)
-
-        batch = _Batch(rows, device=device, max_steps=max_steps)
-        eos = torch.tensor(self.eos_ids, device=device)
-        generated = torch.full((len(rows), max_steps), self.pad_id, dtype=torch.long, device=device)
-        lengths = torch.zeros(len(rows), dtype=torch.long, device=device)
-        # Tokens each row has seen, for the repetition penalty; padding shows the last prompt
-        # token (already in the set) so a row is not penalised for its batch-mates' lengths.
-        penalised = bool((batch.penalty != 1.0).any())
-        seen = torch.where(attention.bool(), input_ids, input_ids[:, -1:]) if penalised else None
-
-        cache = DynamicCache(config=self.model.config)
-        logits = self.model(
-            input_ids=input_ids,
-            attention_mask=attention,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            **self._last_logits_only,
-        ).logits[:, -1, :]
-        for step in range(max_steps):
-            tokens = self._next_tokens(logits, batch, step=step, seen=seen)
-            generated[batch.active, step] = tokens
-            finished = torch.isin(tokens, eos) | (batch.max_new <= step + 1)
-            if bool(finished.any()):
-                ended = batch.active[finished]
-                lengths[ended] = step + 1 - torch.isin(tokens[finished], eos).long()
-                running = (~finished).nonzero().squeeze(-1)
-                if running.numel() == 0:
-                    break
-                batch.keep(running)
-                cache.batch_select_indices(running)
-                attention, tokens = attention[running], tokens[running]
-                next_position = next_position[running]
-                if seen is not None:
-                    seen = seen[running]
-            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], -1)
-            if seen is not None:
-                seen = torch.cat([seen, tokens.unsqueeze(-1)], -1)
-            logits = self.model(
-                input_ids=tokens.unsqueeze(-1),
-                attention_mask=attention,
-                position_ids=next_position.unsqueeze(-1),
-                past_key_values=cache,
-                use_cache=True,
-            ).logits[:, -1, :]
-            next_position = next_position + 1
-        return [
-            row[:length] for row, length in zip(generated.tolist(), lengths.tolist(), strict=True)
-        ]
-
-    def _next_tokens(
-        self, logits: torch.Tensor, batch: _Batch, *, step: int, seen: torch.Tensor | None
-    ) -> torch.Tensor:
-        import torch
-
-        logits = logits.float()
-        if seen is not None:
-            # As transformers does: a seen token's logit is divided by the penalty if positive,
-            # multiplied if negative.
-            scores = logits.gather(-1, seen)
-            penalty = batch.penalty.unsqueeze(-1)
-            scores = torch.where(scores < 0, scores * penalty, scores / penalty)
-            logits = logits.scatter(-1, seen, scores)
-        if bool(batch.greedy.all()):
-            return logits.argmax(-1)
-        probs = torch.softmax(logits / batch.temperature.unsqueeze(-1), dim=-1)
-        tokens = sample_tokens(
-            probs,
-            top_k=batch.top_k,
-            top_p=batch.top_p,
-            uniforms=batch.uniforms[:, step],
-            candidates=self.candidates,
+    def _generate_batch(self, rows: Sequence[Row]) -> list[Sample]:
+        session = DecodeSession(
+            self.engine,
+            length=max(row.tokens_needed for row in rows),
+            decode=self.decode_texts,
+            strict=True,
+            rows=len(rows),
         )
-        if bool(batch.greedy.any()):
-            tokens = torch.where(batch.greedy, logits.argmax(-1), tokens)
-        return tokens
+        samples: dict[int, Sample] = {}
+        with session:
+            session.add(enumerate(rows))
+            while session.busy():
+                for finished in session.step().finished:
+                    samples[finished.tag] = finished.sample
+        return [samples[index] for index in range(len(rows))]
 
 
 _torch_threads_applied = False
@@ -288,10 +180,10 @@ class ModelCache:
     """The models one worker process has loaded, least recently used evicted first."""
 
     def __init__(
-        self, *, capacity: int, candidates: int = DEFAULT_CANDIDATES, torch_threads: int = 0
+        self, *, capacity: int, settings: EngineSettings | None = None, torch_threads: int = 0
     ) -> None:
         self.capacity = max(1, capacity)
-        self.candidates = candidates
+        self.settings = settings or EngineSettings()
         self.torch_threads = torch_threads
         self._models: OrderedDict[tuple, LoadedGenerator] = OrderedDict()
         self._lock = threading.Lock()
@@ -310,6 +202,10 @@ class ModelCache:
                 self._models.move_to_end(key)
                 return self._models[key]
             apply_torch_threads(self.torch_threads)
+            while len(self._models) >= self.capacity:
+                # Evicted first, so the new model and its cache plan see the memory freed.
+                self._models.popitem(last=False)
+                _free_device_memory(device)
             with quiet_progress_bars():
                 tokenizer, model = load_policy(
                     model_version.source,
@@ -323,13 +219,22 @@ class ModelCache:
                 model,
                 device=device,
                 chat_template=model_version.chat_template,
-                candidates=self.candidates,
+                settings=self.settings,
             )
+            logger.info("Loaded %s on %s: %s", model_version, device, generator.plan.describe())
             self._models[key] = generator
             self.loads += 1
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
             return generator
+
+
+def _free_device_memory(device: str) -> None:
+    if str(device).startswith("cuda"):
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 _cache: ModelCache | None = None
@@ -342,9 +247,16 @@ def model_cache() -> ModelCache:
         from django.conf import settings
 
         config = settings.PARLEY["GENERATION"]
+        capacity = max(1, config["MAX_LOADED_MODELS"])
         _cache = ModelCache(
-            capacity=config["MAX_LOADED_MODELS"],
-            candidates=config.get("TOP_P_CANDIDATES", DEFAULT_CANDIDATES),
+            capacity=capacity,
+            settings=EngineSettings(
+                candidates=config.get("TOP_P_CANDIDATES", DEFAULT_CANDIDATES),
+                max_rows=config.get("MAX_ROWS", 0),
+                # Each model a worker may keep loaded gets its share of the device.
+                memory_fraction=config.get("MEMORY_FRACTION", 0.85) / capacity,
+                cuda_graphs=config.get("CUDA_GRAPHS", True),
+            ),
             torch_threads=config.get("TORCH_THREADS", 0),
         )
     return _cache

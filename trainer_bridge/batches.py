@@ -3,7 +3,8 @@
 The state machine is queued -> running -> done | failed. A worker claims queued requests under
 row locks (SKIP LOCKED on PostgreSQL), so two workers never run the same request; results are
 stored only by the attempt that claimed the request, and at most once per output index, so a
-redelivered Celery message never duplicates messages.
+redelivered Celery message never duplicates messages. Drafts (a trainer is waiting) are claimed
+before candidates, and a running batch claims more requests for its model as rows leave it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Case, F, IntegerField, Value, When
+from django.db.models import Case, F, IntegerField, QuerySet, Value, When
 from django.utils import timezone
 
 from annotations.services import GeneratedReplies, generated_replies_add
@@ -20,6 +21,7 @@ from trainer_bridge.models import GenerationOutput, GenerationRequest
 from trainer_bridge.selectors import messages_by_request
 
 State = GenerationRequest.State
+Purpose = GenerationRequest.Purpose
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,19 @@ class ClaimedRequest:
     messages: list[dict]
     # The prompt as the model's token ids, encoded once while claiming.
     prompt_ids: tuple[int, ...] = ()
+    purpose: str = Purpose.CANDIDATES
+
+    @property
+    def is_draft(self) -> bool:
+        return self.purpose == Purpose.DRAFT
+
+
+@dataclass(frozen=True)
+class JoinClaim:
+    """What a running batch claimed, and whether a draft it could not take is waiting."""
+
+    claimed: list[ClaimedRequest]
+    draft_left_waiting: bool
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,22 @@ class GenerationResult:
     texts: list[str]
     prompt_tokens: int
     completion_tokens: int
+
+
+def _queued_for_model(model_version_id: int) -> QuerySet[GenerationRequest]:
+    """Queued requests for a model, locked as they are read (skipping locked ones), drafts
+    first, then in the order they were queued."""
+    # Only the requests are locked ("self"), not the context messages joined in.
+    return (
+        GenerationRequest.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("context")
+        .filter(state=State.QUEUED, model_version_id=model_version_id)
+        .order_by(
+            Case(When(purpose=Purpose.DRAFT, then=Value(0)), default=Value(1)),
+            "queued_at",
+            "id",
+        )
+    )
 
 
 @transaction.atomic
@@ -60,26 +91,88 @@ def generation_batch_claim(
     """Claim `request_id` and other queued requests for the same model, within the token budget.
 
     `encode` turns the candidates' conversations into prompt token ids (all in one call), which
-    `cost` can use and the worker samples from. Returns [] when the request is not queued any
-    more (done, failed, or running elsewhere): that is how a redelivered message becomes a no-op.
+    `cost` can use and the worker samples from. Drafts come before candidates. Returns [] when
+    the request is not queued any more (done, failed, or running elsewhere): that is how a
+    redelivered message becomes a no-op.
     """
-    # Only the requests are locked ("self"), not the context messages joined in.
-    locked = GenerationRequest.objects.select_for_update(skip_locked=True, of=("self",))
-    first = locked.select_related("context").filter(pk=request_id, state=State.QUEUED).first()
+    first = (
+        GenerationRequest.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("context")
+        .filter(pk=request_id, state=State.QUEUED)
+        .first()
+    )
     if first is None:
         return []
-    candidates = [first] + list(
-        locked.select_related("context")
-        .filter(state=State.QUEUED, model_version_id=first.model_version_id)
-        .exclude(pk=first.pk)
-        .order_by("queued_at", "id")[: max_requests - 1]
+    others = list(
+        _queued_for_model(first.model_version_id).exclude(pk=first.pk)[: max_requests - 1]
     )
-    threads = messages_by_request(candidates)
-    prompts = _encode_each_if_needed(encode, [threads[request.pk] for request in candidates])
-    now = timezone.now()
+    # The request whose message this is always runs, even alone over budget: the worker fails
+    # it with the reason if it never fits.
+    claimed, _ = _take(
+        [first, *others], encode=encode, cost=cost, budget=token_budget, first_always=True
+    )
+    _mark_running(claimed, worker=worker)
+    return claimed
+
+
+def generation_batch_join(
+    *,
+    model_version_id: int,
+    worker: str,
+    encode: Callable[[list[list[dict]]], list[tuple[int, ...]]],
+    cost: Callable[[ClaimedRequest], int],
+    token_budget: int,
+    row_budget: int,
+    max_requests: int,
+    fits: Callable[[ClaimedRequest], bool],
+) -> JoinClaim:
+    """Claim queued requests for a model that a running batch can take: drafts first, within
+    `token_budget` (in `cost`'s units) and `row_budget` (n of each), and only those that
+    `fits` accepts.
+
+    `draft_left_waiting` says a queued draft did not fit (too long for the running batch): the
+    worker then lets its batch end, so that the draft's own message starts one that fits it.
+    """
+    nothing = JoinClaim(claimed=[], draft_left_waiting=False)
+    if token_budget <= 0 or row_budget <= 0 or max_requests <= 0:
+        return nothing
+    # Most polls find nothing: one unlocked look first, outside a transaction.
+    queued = GenerationRequest.objects.filter(state=State.QUEUED, model_version_id=model_version_id)
+    if not queued.exists():
+        return nothing
+    with transaction.atomic():
+        candidates = list(_queued_for_model(model_version_id)[:max_requests])
+        if not candidates:
+            return nothing
+        claimed, left = _take(
+            candidates,
+            encode=encode,
+            cost=cost,
+            budget=token_budget,
+            row_budget=row_budget,
+            fits=fits,
+        )
+        _mark_running(claimed, worker=worker)
+    return JoinClaim(claimed=claimed, draft_left_waiting=any(item.is_draft for item in left))
+
+
+def _take(
+    requests: list[GenerationRequest],
+    *,
+    encode: Callable[[list[list[dict]]], list[tuple[int, ...]]],
+    cost: Callable[[ClaimedRequest], int],
+    budget: int,
+    row_budget: int | None = None,
+    first_always: bool = False,
+    fits: Callable[[ClaimedRequest], bool] | None = None,
+) -> tuple[list[ClaimedRequest], list[ClaimedRequest]]:
+    """The requests (in order) that fit within the budgets, and those that did not."""
+    threads = messages_by_request(requests)
+    prompts = _encode_each_if_needed(encode, [threads[request.pk] for request in requests])
     claimed: list[ClaimedRequest] = []
-    spent = 0
-    for request, prompt_ids in zip(candidates, prompts, strict=True):
+    left: list[ClaimedRequest] = []
+    spent = rows = 0
+    for request, prompt_ids in zip(requests, prompts, strict=True):
         item = ClaimedRequest(
             id=request.pk,
             attempt=request.attempts + 1,
@@ -87,23 +180,31 @@ def generation_batch_claim(
             params=request.params,
             messages=threads[request.pk],
             prompt_ids=prompt_ids,
+            purpose=request.purpose,
         )
         item_cost = cost(item)
-        # The first request always runs, even alone over budget: the OOM path splits it further.
-        if claimed and spent + item_cost > token_budget:
+        over = spent + item_cost > budget or (row_budget is not None and rows + item.n > row_budget)
+        if not (first_always and not claimed) and (over or (fits and not fits(item))):
+            left.append(item)
             continue
         spent += item_cost
+        rows += item.n
         claimed.append(item)
-    # One UPDATE for the whole batch; the rows are locked, so attempts + 1 is what was read + 1.
+    return claimed, left
+
+
+def _mark_running(claimed: list[ClaimedRequest], *, worker: str) -> None:
+    """One UPDATE for the whole batch; the rows are locked, so attempts + 1 is what was read + 1."""
+    if not claimed:
+        return
     GenerationRequest.objects.filter(pk__in=[item.id for item in claimed]).update(
         state=State.RUNNING,
         attempts=F("attempts") + 1,
-        started_at=now,
+        started_at=timezone.now(),
         finished_at=None,
         worker=worker,
         error="",
     )
-    return claimed
 
 
 def _encode_each_if_needed(

@@ -1,7 +1,10 @@
 """Drawing tokens: one per row, each row with its own top-k and top-p cuts and random draw.
 
 Plain torch on tensors the decoding loop hands over; torch is imported inside the functions, so
-importing this module costs the web process nothing.
+importing this module costs the web process nothing. `sample_tokens` sorts no more of each row
+than its cut needs (deciding on the host, which suits eager decoding); `sample_tokens_static`
+draws the same tokens with shapes fixed in advance and no host decision, so a CUDA graph can
+hold it, and says which rows it could not settle within its width.
 """
 
 from __future__ import annotations
@@ -53,6 +56,39 @@ def sample_tokens(
         probs[ranked], limit[ranked], top_p[ranked], uniforms[ranked], candidates
     )
     return tokens
+
+
+def sample_tokens_static(
+    probs: torch.Tensor,
+    *,
+    top_k: torch.Tensor,
+    top_p: torch.Tensor,
+    uniforms: torch.Tensor,
+    width: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sample_tokens` with no data-dependent control flow: (tokens, unsettled).
+
+    Every row is drawn both ways, from the whole vocabulary and from its `width` most likely
+    tokens under its cuts, and keeps the draw its settings call for. A row whose cut may reach
+    past `width` (its nucleus is not complete within it and its top_k allows more) is marked
+    unsettled; its token is then not final, and the caller draws it again with
+    `sample_tokens`. With `width` equal to the vocabulary no row is ever unsettled.
+    """
+    import torch
+
+    vocab = probs.shape[-1]
+    width = min(width, vocab)
+    limit = torch.where((top_k > 0) & (top_k < vocab), top_k, torch.full_like(top_k, vocab))
+    ranked = (limit < vocab) | (top_p < 1.0)
+    plain = _inverse_cdf(probs, uniforms)
+    values, indices = probs.topk(width, dim=-1)  # sorted, most likely first
+    cumulative = values.cumsum(-1)
+    rank = torch.arange(width, device=probs.device)
+    keep = (rank < limit.unsqueeze(-1)) & ((cumulative - values) < top_p.unsqueeze(-1))
+    choice = _inverse_cdf(values * keep, uniforms)
+    cut = indices.gather(-1, choice.unsqueeze(-1)).squeeze(-1)
+    unsettled = ranked & (limit > width) & (cumulative[:, -1] < top_p)
+    return torch.where(ranked, cut, plain), unsettled
 
 
 def _inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Every door builds it here rather than reading a dict with defaults of its own: the API and the
 generations page from what a person sent laid over the project's settings, the comparisons from
 a project's candidate settings, the worker from what a request stored. No torch here: the web
-process imports it.
+process imports it. Django is imported where a value is checked, not at import: the generation
+engine and its benchmark build these values on machines without Django.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
-from django.core.exceptions import ValidationError
+if TYPE_CHECKING:
+    from django.core.exceptions import ValidationError
 
 TEMPERATURE_MAX = 5
 TOP_K_MAX = 1_000_000  # above any vocabulary; 0 means no top-k cut
@@ -24,7 +25,16 @@ SEED_LIMIT = 2**32  # a seed is a 32-bit value: 0 <= seed < SEED_LIMIT
 
 def max_new_tokens_limit() -> int:
     """The most new tokens any request may ask for (a setting, so read when checked)."""
+    from django.conf import settings
+
     return settings.PARLEY["GENERATION"]["MAX_NEW_TOKENS"]
+
+
+def _invalid(errors: dict[str, str] | Mapping[str, str]) -> ValidationError:
+    """The error naming each bad field (Django's, imported only when something is bad)."""
+    from django.core.exceptions import ValidationError
+
+    return ValidationError(errors)
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class SamplingParams:
         or `field_prefix` itself when `data` is not an object.
         """
         if not isinstance(data, Mapping):
-            raise ValidationError({field_prefix: "Sampling parameters must be an object."})
+            raise _invalid({field_prefix: "Sampling parameters must be an object."})
         values: dict[str, int | float] = {}
         errors: dict[str, str] = {}
         for key, value in data.items():
@@ -117,7 +127,7 @@ class SamplingParams:
             except ValueError as exc:
                 errors[f"{field_prefix}.{key}"] = str(exc)
         if errors:
-            raise ValidationError(errors)
+            raise _invalid(errors)
         return cls(**values)
 
     @classmethod
@@ -129,11 +139,9 @@ class SamplingParams:
         Both are checked together, so a bad project setting is named like a bad parameter.
         """
         if params is not None and not isinstance(params, Mapping):
-            raise ValidationError({field_prefix: "Sampling parameters must be an object."})
+            raise _invalid({field_prefix: "Sampling parameters must be an object."})
         if project_sampling and not isinstance(project_sampling, Mapping):
-            raise ValidationError(
-                {field_prefix: "The project's sampling settings are not an object."}
-            )
+            raise _invalid({field_prefix: "The project's sampling settings are not an object."})
         return cls.from_json(
             {**(project_sampling or {}), **(params or {})}, field_prefix=field_prefix
         )
@@ -150,7 +158,7 @@ class SamplingParams:
             except ValueError as exc:
                 errors[f"{field_prefix}.{name}"] = str(exc)
         if errors:
-            raise ValidationError(errors)
+            raise _invalid(errors)
 
     def to_json(self) -> dict[str, int | float]:
         """The JSON object a request stores: parameters that differ from their defaults, plus

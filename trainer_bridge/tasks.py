@@ -34,12 +34,14 @@ logger = logging.getLogger(__name__)
     reject_on_worker_lost=True,
 )
 def generate(request_id: int) -> dict:
-    """Run a generation request (and others queued for its model) as one batch."""
+    """Run a generation request (and others queued for its model) as one continuous batch."""
     report = process_generation(request_id)
     if report.requests:
         logger.info(
-            "Generation batch: %d requests, %d rows, %d done, %d failed, %d splits",
-            report.requests, report.rows, report.done, report.failed, report.splits,
+            "Generation batch: %d requests (%d joined while it ran), %d rows, %d steps, "
+            "%d done, %d failed, %d splits",
+            report.requests, report.joined, report.rows, report.steps, report.done,
+            report.failed, report.splits,
         )  # fmt: skip
     return report.__dict__
 

@@ -267,9 +267,22 @@ PARLEY = {
     "GENERATION": {
         # Upper bound on max_new_tokens any request may ask for.
         "MAX_NEW_TOKENS": env.int("PARLEY_GENERATION_MAX_NEW_TOKENS", default=1024),
-        # A batch holds requests whose n * (prompt + max_new_tokens) add up to at most this.
-        "TOKEN_BUDGET": env.int("PARLEY_GENERATION_TOKEN_BUDGET", default=32768),
-        "MAX_BATCH_REQUESTS": env.int("PARLEY_GENERATION_MAX_BATCH_REQUESTS", default=64),
+        # A batch claims requests whose n * (prompt + max_new_tokens) add up to at most this,
+        # and at most MAX_BATCH_REQUESTS of them. 0: on the CPU 32768 tokens and 64 requests;
+        # on CUDA what the model's KV cache holds (sized from free memory, see MEMORY_FRACTION).
+        "TOKEN_BUDGET": env.int("PARLEY_GENERATION_TOKEN_BUDGET", default=0),
+        "MAX_BATCH_REQUESTS": env.int("PARLEY_GENERATION_MAX_BATCH_REQUESTS", default=0),
+        # Rows decoded at once. 0: on the CPU 1024; on CUDA as many as the KV cache holds at
+        # 64 tokens a row, up to 4096.
+        "MAX_ROWS": env.int("PARLEY_GENERATION_MAX_ROWS", default=0),
+        # CUDA: the share of the memory free after loading that a worker's models may take for
+        # their KV caches and decoding (split evenly between MAX_LOADED_MODELS).
+        "MEMORY_FRACTION": env.float("PARLEY_GENERATION_MEMORY_FRACTION", default=0.85),
+        # CUDA: replay decoding steps from CUDA graphs (captured once per worker and length).
+        "CUDA_GRAPHS": env.bool("PARLEY_GENERATION_CUDA_GRAPHS", default=True),
+        # How often a running batch looks for queued requests of its model to join it; a
+        # negative value turns joining off.
+        "JOIN_POLL_SECONDS": env.float("PARLEY_GENERATION_JOIN_POLL_SECONDS", default=0.05),
         # A request running longer than this is taken to have lost its worker and is requeued.
         "RUNNING_TIMEOUT_SECONDS": env.int("PARLEY_GENERATION_TIMEOUT_SECONDS", default=600),
         "MAX_ATTEMPTS": env.int("PARLEY_GENERATION_MAX_ATTEMPTS", default=3),

@@ -11,7 +11,7 @@ from trainer_bridge.backends import (
     Row,
 )
 from trainer_bridge.loading import load_policy
-from trainer_bridge.sampling import sample_tokens
+from trainer_bridge.sampling import sample_tokens, sample_tokens_static
 from trainer_bridge.sampling_params import SamplingParams
 
 PROMPTS = [
@@ -216,3 +216,12 @@ def test_candidate_widths_never_change_a_draw():
             probs, top_k=top_k, top_p=top_p, uniforms=uniforms, candidates=candidates
         )
         assert drawn.tolist() == expected
+    # The graph-safe sampler: the same tokens for the rows it settles, and it flags the others
+    # (their nucleus or top_k reaches past its width); the whole vocabulary settles them all.
+    for width in (1, 3, 10, vocab):
+        drawn, unsettled = sample_tokens_static(
+            probs, top_k=top_k, top_p=top_p, uniforms=uniforms, width=width
+        )
+        settled = (~unsettled).nonzero().squeeze(-1).tolist()
+        assert [drawn[row].item() for row in settled] == [expected[row] for row in settled]
+        assert bool(unsettled.any()) == (width < vocab)

@@ -93,7 +93,9 @@ def test_one_batch_takes_every_queued_request_for_the_model(project, policy_vers
 def test_requests_with_different_seeds_and_lengths_share_one_batch(project, policy_version, mocker):
     from trainer_bridge.backends import LoadedGenerator
 
-    generate = mocker.spy(LoadedGenerator, "generate")
+    generator = model_cache().get(policy_version, device="cpu")
+    session = mocker.spy(LoadedGenerator, "session")
+    forward = mocker.spy(generator.model, "forward")
     requests = [
         _request(project, policy_version, text="Question 0?", seed=1, max_new_tokens=12),
         _request(project, policy_version, text="Question 1?", seed=2, max_new_tokens=5),
@@ -101,7 +103,10 @@ def test_requests_with_different_seeds_and_lengths_share_one_batch(project, poli
     ]
     report = process_generation(requests[0].pk)
     assert report.requests == 3 and report.rows == 6 and report.done == 3
-    assert generate.call_count == 1
+    # One session, whose prompts were all encoded by one forward.
+    assert session.call_count == 1
+    prefills = [c for c in forward.call_args_list if c.kwargs["input_ids"].shape[1] > 1]
+    assert [c.kwargs["input_ids"].shape[0] for c in prefills] == [6]
     requests[1].refresh_from_db()
     assert requests[1].completion_tokens <= 2 * 5
 
@@ -138,7 +143,10 @@ def test_claiming_and_storing_take_no_query_per_request(project, policy_version)
         return len(captured)
 
     process_generation(_request(project, policy_version, text="Load the model first.").pk)
-    assert queries_for(2) == queries_for(8)
+    # Joining is off: its polls cost a claim each while a batch runs, however many requests
+    # the batch holds, and how many polls a batch makes depends on how long it runs.
+    with generation_settings(JOIN_POLL_SECONDS=-1):
+        assert queries_for(2) == queries_for(8)
 
 
 def test_token_budget_limits_the_batch(project, policy_version):
@@ -373,3 +381,84 @@ def test_a_context_the_tokenizer_refuses_fails_alone(project, policy_version, mo
     assert all(
         r.state == "done" for r in GenerationRequest.objects.filter(pk__in=[g.pk for g in good])
     )
+
+
+def _replies(request) -> list[str]:
+    return list(request.outputs.order_by("output_index").values_list("message__text", flat=True))
+
+
+def test_a_request_queued_while_a_batch_runs_joins_it(project, policy_version, mocker):
+    from trainer_bridge.continuous import DecodeSession
+
+    tulips = {"text": "How do I plant tulips?", "seed": 42, "max_new_tokens": 20}
+    alone = _request(project, policy_version, **tulips)
+    process_generation(alone.pk)
+
+    first = _request(project, policy_version, text="A long question about the garden?", seed=3)
+    late: list[GenerationRequest] = []
+    steps: list[tuple[int, int]] = []  # (rows that joined, rows running) after each step
+    step = DecodeSession.step
+
+    def step_then_queue(session):
+        outcome = step(session)
+        steps.append((outcome.joined, session.active))
+        if not late:  # queued after the batch's first step, as a trainer's request would be
+            late.append(_request(project, policy_version, **tulips))
+        return outcome
+
+    mocker.patch.object(DecodeSession, "step", step_then_queue)
+    with generation_settings(JOIN_POLL_SECONDS=0):
+        report = process_generation(first.pk)
+
+    assert report.requests == 2 and report.joined == 1 and report.done == 2
+    # It joined the running batch: its 2 rows came in while the first request's still ran.
+    assert steps[0][0] == 2
+    assert any(joined == 2 and running > 2 for joined, running in steps[1:])
+    late[0].refresh_from_db()
+    assert late[0].state == "done" and late[0].attempts == 1
+    # The same seed gives the same replies, joining late or alone.
+    assert _replies(late[0]) == _replies(alone) and len(set(_replies(alone))) > 1
+
+
+def _draft(project, policy_version, text="Draft, please?", **params):
+    return generation_request_create(
+        project=project,
+        context=_context(project, text),
+        model_version=policy_version,
+        purpose="draft",
+        n=1,
+        params={"max_new_tokens": 12, "temperature": 0.9, "seed": 1, **params},
+    )
+
+
+def test_drafts_are_claimed_before_candidates(project, policy_version):
+    candidates = [_request(project, policy_version, text=f"Question {i}?") for i in range(3)]
+    draft = _draft(project, policy_version)  # queued last
+    with generation_settings(MAX_BATCH_REQUESTS=2, JOIN_POLL_SECONDS=-1):
+        report = process_generation(candidates[0].pk)
+
+    # The message's own request, then the draft before the older candidates.
+    assert report.requests == 2 and report.done == 2
+    draft.refresh_from_db()
+    assert draft.state == "done" and draft.outputs.count() == 1
+    states = [GenerationRequest.objects.get(pk=c.pk).state for c in candidates]
+    assert states == ["done", "queued", "queued"]
+
+
+def test_a_draft_is_stored_as_soon_as_it_is_done(project, policy_version, mocker):
+    from trainer_bridge import worker
+
+    store = mocker.spy(worker, "generation_results_store_batch")
+    mocker.patch.object(worker, "STORE_WAIT_SECONDS", 600)  # a slow machine stores no sooner
+    candidates = [
+        _request(project, policy_version, text=f"Tell me a long story {i}?", max_new_tokens=40)
+        for i in range(2)
+    ]
+    draft = _draft(project, policy_version, max_new_tokens=2)
+    report = process_generation(candidates[0].pk)
+
+    assert report.done == 3
+    stored = [{r.request_id for r in c.kwargs["results"]} for c in store.call_args_list]
+    # The draft is stored on its own, while the candidates still decode; they follow together.
+    assert stored[0] == {draft.pk}
+    assert stored[1:] == [{c.pk for c in candidates}]

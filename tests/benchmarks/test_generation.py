@@ -1,0 +1,30 @@
+"""The generation benchmark's standalone suite (what runs on a GPU box), at smoke sizes."""
+
+import re
+import sys
+
+from benchmarks.generation import main
+
+
+def test_the_standalone_suite_runs_every_section_without_django(
+    tiny_model_paths, capsys, monkeypatch
+):
+    # The GPU box has torch and transformers but not the web stack: nothing may need Django.
+    for name in ("django", "rest_framework", "celery"):
+        monkeypatch.setitem(sys.modules, name, None)
+    argv = [
+        "--standalone",
+        "--smoke",
+        "--device",
+        "cpu",
+        "--model-dir",
+        str(tiny_model_paths.policy.parent),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    for section in ("plan", "warm-up", "engine", "floor", "mixed", "hf-eager", "hf-compiled"):
+        assert f"== {section} (at" in out
+    assert "failed" not in out
+    assert re.search(r"engine 16 x 8: [\d,]+ tokens in [\d.]+ s = [\d,]+ tokens/s", out)
+    assert "TARGET draft p95 under load / idle" in out
+    assert "hf-compiled 4 x 4:" in out and "first call (compilation included)" in out

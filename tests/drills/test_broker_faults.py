@@ -92,11 +92,21 @@ def redis_server(transactional_db, monkeypatch):
     # Celery reads CELERY_BROKER_URL from the environment before its configuration.
     monkeypatch.setenv("CELERY_BROKER_URL", server.url)
     celery_app.conf.broker_url = server.url
-    celery_app.close()  # drop pooled connections to the shared broker
+    _forget_broker_connections()
     yield server
     celery_app.conf.broker_url = shared_broker
-    celery_app.close()
+    _forget_broker_connections()
     server.stop()
+
+
+def _forget_broker_connections() -> None:
+    """Drop the connections and producers Celery pooled for the broker it used so far.
+
+    `close()` forgets the connection pool but not the producer pool, which keeps publishing to
+    the old broker once any earlier test of the process has sent a task.
+    """
+    celery_app.close()
+    celery_app.amqp._producer_pool = None
 
 
 def test_a_redis_restart_loses_no_queued_generation(

@@ -249,6 +249,24 @@ class DecodeSession:
         if self._dirty:
             self._arrange([])
 
+    def _attempt(self, action):
+        """(what `action` returned, the failure, whether it ran out of memory): a failure is
+        returned rather than raised, except interrupts and, in a strict batch, plain errors."""
+        import torch
+
+        try:
+            return action(), None, False
+        except self.interrupts:
+            raise
+        except torch.cuda.OutOfMemoryError as exc:
+            return None, GenerationOutOfMemory(str(exc) or "CUDA out of memory"), True
+        except GenerationOutOfMemory as exc:
+            return None, exc, True
+        except Exception as exc:
+            if self.strict:
+                raise
+            return None, exc, False
+
     def _join(self, group: list[_Entry]) -> None:
         """Prefill `group` into the slots `_arrange` gave it; halve it on failure (see the
         class). Halves keep their slots; rows that wait or fail give theirs up."""
@@ -257,21 +275,12 @@ class DecodeSession:
         group = [e for e in group if e.tag not in self._failed]
         if not group:
             return
-        failure: BaseException | None = None
-        out_of_memory = False
-        try:
+
+        def prefill():
             self._inject_faults(group)
-            ended = self.engine.prefill(group)
-        except self.interrupts:
-            raise
-        except torch.cuda.OutOfMemoryError as exc:
-            failure, out_of_memory = GenerationOutOfMemory(str(exc) or "CUDA out of memory"), True
-        except GenerationOutOfMemory as exc:
-            failure, out_of_memory = exc, True
-        except Exception as exc:
-            if self.strict:
-                raise
-            failure = exc
+            return self.engine.prefill(group)
+
+        ended, failure, out_of_memory = self._attempt(prefill)
         if failure is None:
             self.joined += len(group)
             self._outcome.joined += len(group)
@@ -383,20 +392,7 @@ class DecodeSession:
         rows = engine.running_drafts if kind == "draft" else engine.running
         if not rows:  # the drafts finished as they joined
             rows = engine.running
-        failure: BaseException | None = None
-        out_of_memory = False
-        try:
-            ended = engine.step(rows)
-        except self.interrupts:
-            raise
-        except torch.cuda.OutOfMemoryError as exc:
-            failure, out_of_memory = GenerationOutOfMemory(str(exc) or "CUDA out of memory"), True
-        except GenerationOutOfMemory as exc:
-            failure, out_of_memory = exc, True
-        except Exception as exc:
-            if self.strict:
-                raise
-            failure = exc
+        ended, failure, out_of_memory = self._attempt(lambda: engine.step(rows))
         if failure is not None:
             if out_of_memory and engine.is_cuda:
                 torch.cuda.empty_cache()

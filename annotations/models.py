@@ -283,6 +283,12 @@ class Message(models.Model):
     draft_edit_distance = models.PositiveIntegerField(null=True, blank=True)
     external_id = models.CharField(max_length=200, blank=True)
     meta = models.JSONField(default=dict, blank=True)
+    # db_default too: bulk imports write messages with COPY and name only the columns they set.
+    is_excluded = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Left out of exports by a lead (the reason is in the audit log).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -424,6 +430,22 @@ class Ranking(models.Model):
     )
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
     is_excluded = models.BooleanField(default=False, help_text="Left out of exports by a lead.")
+    # Quality figures written when the set completes (and again when its rankings change), so
+    # that dashboards over hundreds of thousands of sets read sums instead of recomputing.
+    consensus_agreement = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Pairwise agreement of this order with the consensus of the set's other "
+        "(not excluded) rankings; empty when there are no others.",
+    )
+    length_pairs = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Strict pairs in this order whose replies differ in length.",
+    )
+    longer_preferred = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Of `length_pairs`, those where the longer reply won."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -507,3 +529,57 @@ class PromptReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_reason_display()} report on message {self.message_id} ({self.state})"
+
+
+class AnnotatorExclusion(models.Model):
+    """A lead's decision that one trainer's rankings in a project stop counting from a date on.
+
+    Rankings the trainer made since `since`, and any they make later, are excluded from
+    consensus, agreement and exports while the exclusion stands (`lifted_at` empty).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exclusions")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    since = models.DateTimeField()
+    reason = models.TextField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "annotator"])]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} excluded from {self.project} since {self.since:%Y-%m-%d}"
+
+
+class AuditEntry(models.Model):
+    """One change a lead or staff member made to a project, its people or its data.
+
+    Written only through `annotations.audit.audit_record`; shown on the pages where the changes
+    are made. `before` and `after` hold the changed fields' values (JSON), `target` names what
+    was changed in words a lead reads ("ranking 12", "trainer alice").
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="audit_entries")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=64, help_text='Dotted name, e.g. "ranking.exclude".')
+    target = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "action", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target} by {self.actor} in {self.project}"

@@ -22,6 +22,9 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "annotate": frozenset({Role.TRAINER, Role.LEAD}),
     "manage": frozenset({Role.LEAD}),
     "dashboards": frozenset({Role.LEAD, Role.ENGINEER}),
+    # The data explorer: browse and search what was collected (leads also exclude from there,
+    # which is "manage").
+    "explore": frozenset({Role.LEAD, Role.ENGINEER}),
     "export": frozenset({Role.LEAD, Role.ENGINEER}),
     "generate": frozenset({Role.LEAD, Role.ENGINEER}),
     "train": frozenset({Role.LEAD, Role.ENGINEER}),

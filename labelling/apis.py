@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from annotations.access import project_for_member
 from labelling.autosave import task_autosave
 from labelling.claims import task_claim_next, task_describe, task_skip, task_submit
-from labelling.leases import task_for_member
+from labelling.leases import task_for_reader
 from labelling.models import Task
 from labelling.selectors import ProjectQueues, project_queues, projects_with_queues
 
@@ -104,10 +104,13 @@ class TaskNextApi(APIView):
 
 
 class TaskDetailApi(APIView):
+    """A task the caller holds or submitted; anyone else's task is a 404, as if it did not exist
+    (leads and engineers read submitted work in the data explorer)."""
+
     @extend_schema(responses=TaskOutputSerializer)
     def get(self, request: Request, task_id: int) -> Response:
         return Response(
-            TaskOutputSerializer(task_for_member(task_id=task_id, user=request.user)).data
+            TaskOutputSerializer(task_for_reader(task_id=task_id, user=request.user)).data
         )
 
 

@@ -1,7 +1,8 @@
 """A trainer's hold on a task: finding a member's task, checking who holds it, renewing its lease.
 
 Every request about one task (autosave, submit, skip, the task's page) starts with
-`task_for_member` and, when it changes the task, `require_holder`.
+`task_for_member` and, when it changes the task, `require_holder`; a read of the task by the API
+starts with `task_for_reader`, which shows only one's own tasks.
 """
 
 from __future__ import annotations
@@ -53,6 +54,19 @@ def task_for_member(*, task_id: int, user: AbstractBaseUser, lock: bool = False)
     else:
         task = tasks.filter(project__in=projects_for_user(user)).order_by().first()
     if task is None:
+        raise Http404("No such task.")
+    return task
+
+
+def task_for_reader(*, task_id: int, user: AbstractBaseUser) -> Task:
+    """The task if `user` holds it now or submitted it (Http404 otherwise, as for no such task).
+
+    What a read of one task shows (its autosave, the submitted result, the set it ranks) is the
+    work of whoever holds or did it: another trainer must never read it, least of all an order
+    of a set they may still rank. Leads and engineers read submitted work in the data explorer.
+    """
+    task = task_for_member(task_id=task_id, user=user)
+    if task.assignee_id != user.pk or task.state not in (Task.State.ASSIGNED, Task.State.DONE):
         raise Http404("No such task.")
     return task
 

@@ -3,7 +3,7 @@
 from django.urls import path
 
 import annotations.urls_converters  # noqa: F401 (registers <id:...>)
-from labelling.views import demonstrations, imports, pages, rankings, reviews
+from labelling.views import demonstrations, explorer, imports, pages, rankings, reviews
 
 urlpatterns = [
     # Every member: home, a project's page, the profile with the API token.
@@ -51,6 +51,25 @@ urlpatterns = [
     path("tasks/<id:task_id>/rank", rankings.rank_task, name="rank-task"),
     path("tasks/<id:task_id>/rank/skip", rankings.rank_skip, name="rank-skip"),
     path("tasks/<id:task_id>/rank/autosave", rankings.rank_autosave, name="rank-autosave"),
+    # Leads and engineers: the data explorer (leads also exclude from exports there).
+    path("p/<slug:slug>/explore/", explorer.explore_conversations, name="explore-conversations"),
+    path(
+        "p/<slug:slug>/explore/conversations/<id:pk>/",
+        explorer.explore_conversation,
+        name="explore-conversation",
+    ),
+    path("p/<slug:slug>/explore/sets/", explorer.explore_sets, name="explore-sets"),
+    path("p/<slug:slug>/explore/sets/<id:pk>/", explorer.explore_set, name="explore-set"),
+    path(
+        "p/<slug:slug>/explore/messages/<id:pk>/exclusion",
+        explorer.message_exclusion,
+        name="explore-message-exclusion",
+    ),
+    path(
+        "p/<slug:slug>/explore/rankings/<id:pk>/exclusion",
+        explorer.ranking_exclusion,
+        name="explore-ranking-exclusion",
+    ),
     # Leads: the review queue of reported prompts.
     path("p/<slug:slug>/reviews/", reviews.prompt_reviews, name="prompt-reviews"),
     path(

@@ -68,6 +68,7 @@ class ExportContext:
     model_ids: frozenset[int] | None = field(init=False)
     reported_conversations: frozenset[int] = field(init=False)
     scratch_messages: frozenset[int] = field(init=False)
+    excluded_messages: frozenset[int] = field(init=False)
     counters: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +89,13 @@ class ExportContext:
         self.scratch_messages = frozenset(
             Message.objects.filter(
                 conversation__project=self.project, meta__has_key=SCRATCH_KEY
+            ).values_list("id", flat=True)
+        )
+        # Messages a lead left out: every row built on one (a thread through it, a set that
+        # shows it) stays out too.
+        self.excluded_messages = frozenset(
+            Message.objects.filter(
+                conversation__project=self.project, is_excluded=True
             ).values_list("id", flat=True)
         )
 

@@ -36,6 +36,8 @@ def _prompts(ctx: ExportContext):
         prompts = prompts.exclude(conversation_id__in=ctx.reported_conversations)
     if ctx.excluded_annotators:
         prompts = prompts.exclude(author_user_id__in=ctx.excluded_annotators)
+    # A prompt a lead excluded, or one under an excluded system prompt, stays out.
+    prompts = prompts.exclude(is_excluded=True).exclude(parent__is_excluded=True)
     return prompts.exclude(pk__in=ctx.scratch_messages)
 
 

@@ -121,9 +121,14 @@ class _Chunk:
 
 def export_sets(ctx: ExportContext) -> Iterator[tuple[ExportSet, Threads]]:
     """Every kept set in id order, with the threads of its chunk's contexts."""
+    excluded = ctx.excluded_messages
     for chunk in read_ahead(lambda: _read_chunks(ctx)):
         for row in chunk.rows:
             set_id = row[0]
+            # A set whose context runs through a message a lead excluded is built on it.
+            if excluded and any(pk in excluded for pk in chunk.threads.chain(row[1])):
+                ctx.count("sets_on_excluded_messages")
+                continue
             export_set = _apply_choices(
                 ctx,
                 row,
@@ -157,7 +162,12 @@ def _read_chunks(ctx: ExportContext) -> Iterator[_Chunk]:
                     lead_excluded.add(set_id)
                     ctx.count("rankings_excluded_by_leads")
                 else:
-                    kept.append(SetRanking(annotator_id, order, flags or {}, *rest))
+                    ranking = SetRanking(annotator_id, order, flags or {}, *rest)
+                    if ranking.rewrite_id in ctx.excluded_messages:
+                        # A rewrite a lead excluded leaves with its text; the order stays.
+                        ranking.rewrite_id = ranking.rewrite_text = None
+                        ctx.count("rewrites_excluded_by_leads")
+                    kept.append(ranking)
         labelled = flagged_messages(
             (c.message_id for cs in candidates.values() for c in cs), ctx.choices.exclude_flags
         )
@@ -280,9 +290,17 @@ def _apply_choices(
     if flags:
         flags = {pk: sorted(set(names)) for pk, names in flags.items()}
     excluded_flags = set(choices.exclude_flags)
-    kept = [] if excluded_flags or choices.model_versions else candidates
+    excluded = ctx.excluded_messages
+    filtering = (
+        excluded_flags
+        or choices.model_versions
+        or (excluded and any(c.message_id in excluded for c in candidates))
+    )
+    kept = [] if filtering else candidates
     for candidate in candidates if kept is not candidates else ():
-        if not ctx.keeps_model(candidate.author_model_id):
+        if candidate.message_id in excluded:
+            ctx.count("candidates_excluded_by_leads")
+        elif not ctx.keeps_model(candidate.author_model_id):
             ctx.count("candidates_of_other_models")
         elif candidate.message_id in labelled or excluded_flags & set(
             flags.get(candidate.message_id, ())

@@ -55,7 +55,7 @@ def _anchors(ctx: ExportContext):
     # A trainer's rewrite is stored as a demonstration; when a lead excludes the ranking it came
     # with, the rewrite stays out too.
     excluded_rewrites = Ranking.objects.filter(is_excluded=True, rewrite__isnull=False)
-    return anchors.exclude(pk__in=excluded_rewrites.values("rewrite_id"))
+    return anchors.exclude(pk__in=excluded_rewrites.values("rewrite_id")).exclude(is_excluded=True)
 
 
 def expected_rows(ctx: ExportContext) -> int:
@@ -156,6 +156,9 @@ def _row(ctx, nodes, anchor_id, labels, below_top, flagged, sources) -> Row | No
     ) = anchor
     if any(node[0] in ctx.scratch_messages for node in chain):
         ctx.count("threads_with_unsubmitted_turns")
+        return None
+    if ctx.excluded_messages and any(node[0] in ctx.excluded_messages for node in chain):
+        ctx.count("threads_with_excluded_messages")
         return None
     # Any turn by an excluded trainer, not only the last: the thread would train on their text.
     if ctx.excluded_annotators and any(node[7] in ctx.excluded_annotators for node in chain):

@@ -1,0 +1,267 @@
+"""Reads of the data explorer's ranking sets: the filtered, searched list and one set with every
+trainer's order beside the consensus.
+
+Rankings are private while they can still sway someone: a viewer who may still rank a set
+(a member who annotates, has not ranked it and did not write its context or a candidate) sees
+none of its rankings until it is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+
+from annotations.access import can
+from annotations.agreement import consensus_order, pairwise_agreement
+from annotations.audit import audit_log
+from annotations.explorer import (
+    EXCLUDED,
+    REPORTED,
+    ExplorerFilters,
+    day_range,
+    message_author,
+    messages_matching,
+    search_config,
+)
+from annotations.models import (
+    AuditEntry,
+    Label,
+    Message,
+    Project,
+    PromptReport,
+    Ranking,
+    RankingCandidate,
+    RankingSet,
+)
+from annotations.selectors import thread_to
+
+ALL_BAD = "all_bad"
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass(frozen=True)
+class SetFilters(ExplorerFilters):
+    """The explorer's filters, plus a set's state and a range of its agreement (0..1).
+
+    `author` is someone who ranked the set; `model`, a model that wrote one of its candidates.
+    """
+
+    state: str = ""
+    min_agreement: float | None = None
+    max_agreement: float | None = None
+
+
+def ranking_sets_explored(*, project: Project, filters: SetFilters) -> QuerySet[RankingSet]:
+    """The project's ranking sets that match every filter, newest first, with their context."""
+    sets = RankingSet.objects.filter(project=project).filter(day_range("created_at", filters))
+    if filters.state:
+        sets = sets.filter(state=filters.state)
+    if filters.source:
+        sets = sets.filter(context__conversation__source=filters.source)
+    if filters.lang:
+        sets = sets.filter(context__lang=filters.lang)
+    if filters.min_agreement is not None:
+        sets = sets.filter(agreement__gte=filters.min_agreement)
+    if filters.max_agreement is not None:
+        sets = sets.filter(agreement__lte=filters.max_agreement)
+    if filters.author:
+        ranked = Ranking.objects.filter(
+            ranking_set=OuterRef("pk"), annotator__username=filters.author
+        )
+        sets = sets.filter(Exists(ranked))
+    candidates = RankingCandidate.objects.filter(ranking_set=OuterRef("pk"))
+    if filters.model:
+        sets = sets.filter(Exists(candidates.filter(message__author_model__name=filters.model)))
+    if filters.flag == ALL_BAD:
+        sets = sets.filter(Exists(Ranking.objects.filter(ranking_set=OuterRef("pk"), all_bad=True)))
+    elif filters.flag == EXCLUDED:
+        excluded_ranking = Ranking.objects.filter(ranking_set=OuterRef("pk"), is_excluded=True)
+        sets = sets.filter(
+            Exists(excluded_ranking) | Exists(candidates.filter(message__is_excluded=True))
+        )
+    elif filters.flag == REPORTED:
+        reported = PromptReport.objects.filter(
+            message__conversation_id=OuterRef("context__conversation_id")
+        )
+        sets = sets.filter(Exists(reported))
+    elif filters.flag:
+        labelled = Label.objects.filter(
+            message_id=OuterRef("message_id"), name=filters.flag, value__gte=1
+        )
+        sets = sets.filter(Exists(candidates.filter(Exists(labelled))))
+    if filters.q.strip():
+        matching = messages_matching(
+            Message.objects.filter(conversation__project=project),
+            filters.q,
+            config=search_config(project),
+        ).values("pk")
+        sets = sets.filter(
+            Q(context_id__in=matching) | Exists(candidates.filter(message_id__in=matching))
+        )
+    return (
+        sets.select_related("context")
+        .annotate(candidate_count=Count("entries", distinct=True))
+        .order_by("-created_at", "-id")
+    )
+
+
+def may_still_rank(user: AbstractBaseUser, ranking_set: RankingSet) -> bool:
+    """Whether `user` could yet be handed this set to rank: its rankings must stay hidden."""
+    if ranking_set.state not in (RankingSet.State.SAMPLING, RankingSet.State.COLLECTING):
+        return False
+    if not can(user, ranking_set.project, "annotate"):
+        return False
+    if ranking_set.authors.filter(pk=user.pk).exists():
+        return False
+    return not Ranking.objects.filter(ranking_set=ranking_set, annotator_id=user.pk).exists()
+
+
+@dataclass
+class SetCandidate:
+    letter: str
+    message: Message
+    author: str
+    consensus_rank: int | None
+
+
+@dataclass
+class SetRankingRow:
+    """One trainer's ranking: the rank it gives each candidate (in the set's candidate order)."""
+
+    ranking: Ranking
+    annotator: str
+    ranks: list[int | None]
+    flags: list[tuple[str, list[str]]]  # (candidate letter, flag names), flagged ones only
+    agreement: float | None  # with the consensus of the set's other kept rankings
+    exclusion: AuditEntry | None = None
+
+
+@dataclass
+class RankCell:
+    rank: int | None
+    excluded: bool
+
+
+@dataclass
+class CandidateRow:
+    """A candidate with the rank each trainer gave it, in the order of `SetView.rankings`."""
+
+    candidate: SetCandidate
+    cells: list[RankCell]
+
+
+@dataclass
+class SetView:
+    ranking_set: RankingSet
+    thread: list[Message]
+    candidates: list[SetCandidate]
+    rankings: list[SetRankingRow] = field(default_factory=list)
+    hidden: bool = False  # the viewer may still rank the set: no ranking is shown
+
+    @property
+    def matrix(self) -> list[CandidateRow]:
+        return [
+            CandidateRow(
+                candidate,
+                [RankCell(row.ranks[i], row.ranking.is_excluded) for row in self.rankings],
+            )
+            for i, candidate in enumerate(self.candidates)
+        ]
+
+
+def ranks_of(order: list[list[int]], candidate_ids: list[int]) -> list[int | None]:
+    """The rank (1 = best; tied candidates share one) an order gives each candidate."""
+    rank: dict[int, int] = {}
+    for position, group in enumerate(order or []):
+        for message_id in group:
+            rank[message_id] = position + 1
+    return [rank.get(pk) for pk in candidate_ids]
+
+
+def agreement_with_others(order, others: list, candidate_ids: list[int]) -> float | None:
+    """Pairwise agreement of `order` with the consensus of the `others` orders."""
+    if not others:
+        return None
+    return pairwise_agreement([order, consensus_order(others, candidate_ids)])
+
+
+def ranking_set_for_explorer(*, project: Project, pk: int) -> RankingSet | None:
+    return (
+        RankingSet.objects.filter(project=project, pk=pk)
+        .select_related("project", "context__conversation")
+        .first()
+    )
+
+
+def ranking_set_view(*, ranking_set: RankingSet, viewer: AbstractBaseUser) -> SetView:
+    entries = list(
+        RankingCandidate.objects.filter(ranking_set=ranking_set)
+        .select_related("message__author_user", "message__author_model")
+        .order_by("position")
+    )
+    ids = [entry.message_id for entry in entries]
+    consensus = ranks_of(ranking_set.consensus or [], ids)
+    candidates = [
+        SetCandidate(LETTERS[i % len(LETTERS)], e.message, message_author(e.message), consensus[i])
+        for i, e in enumerate(entries)
+    ]
+    view = SetView(
+        ranking_set=ranking_set, thread=thread_to(ranking_set.context), candidates=candidates
+    )
+    if may_still_rank(viewer, ranking_set):
+        view.hidden = True
+        return view
+    rankings = list(
+        Ranking.objects.filter(ranking_set=ranking_set)
+        .select_related("annotator", "rewrite")
+        .order_by("created_at", "id")
+    )
+    exclusions = ranking_exclusions(ranking_set.project, [r for r in rankings if r.is_excluded])
+    for ranking in rankings:
+        others = [r.order for r in rankings if r.pk != ranking.pk and not r.is_excluded]
+        agreement = ranking.consensus_agreement
+        if agreement is None:
+            agreement = agreement_with_others(ranking.order, others, ids)
+        flags = ranking.flags or {}
+        view.rankings.append(
+            SetRankingRow(
+                ranking=ranking,
+                annotator=ranking.annotator.get_username() if ranking.annotator else "import",
+                ranks=ranks_of(ranking.order, ids),
+                flags=[
+                    (c.letter, sorted(flags[str(c.message.pk)]))
+                    for c in candidates
+                    if flags.get(str(c.message.pk))
+                ],
+                agreement=agreement,
+                exclusion=exclusions.get(ranking.pk),
+            )
+        )
+    return view
+
+
+def ranking_exclusions(project: Project, rankings: list[Ranking]) -> dict[int, AuditEntry]:
+    """For each excluded ranking, the latest audit entry that excluded it."""
+    if not rankings:
+        return {}
+    condition = Q()
+    for ranking in rankings:
+        condition |= Q(target__startswith=f"ranking {ranking.pk} ")
+    found: dict[int, AuditEntry] = {}
+    for entry in audit_log(project, actions=["ranking.exclude"]).filter(condition):
+        pk = int(entry.target.split()[1])
+        found.setdefault(pk, entry)  # newest first
+    return found
+
+
+def rankers_of(project: Project) -> list[str]:
+    """Usernames of everyone who ranked a set of the project, for the filter form."""
+    names = (
+        Ranking.objects.filter(ranking_set__project=project, annotator__isnull=False)
+        .order_by()
+        .values_list("annotator__username", flat=True)
+        .distinct()
+    )
+    return sorted(set(names))

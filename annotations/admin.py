@@ -13,6 +13,11 @@ from annotations.access import (
     model_versions_used_by,
     projects_led_by,
 )
+from annotations.admin_audit import (
+    membership_deleted_in_admin,
+    membership_saved_in_admin,
+    project_saved_in_admin,
+)
 from annotations.admin_scoping import ProjectScopedAdmin, ScopedAdmin, ScopedInline
 from annotations.models import (
     Conversation,
@@ -55,6 +60,24 @@ class ProjectAdmin(ProjectScopedAdmin):
     filter_horizontal = ["candidate_models"]
     inlines = [MembershipInline]
 
+    # Changes made here go to the project's change log too.
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        project_saved_in_admin(project=obj, actor=request.user, form=form, created=not change)
+
+    def save_formset(self, request, form, formset, change) -> None:
+        roles_before = {f.instance.pk: f.initial.get("role") for f in formset.initial_forms}
+        super().save_formset(request, form, formset, change)
+        if formset.model is not Membership:
+            return
+        for membership in formset.deleted_objects:
+            membership_deleted_in_admin(membership=membership, actor=request.user)
+        for membership in formset.new_objects:
+            membership_saved_in_admin(membership=membership, actor=request.user, before_role=None)
+        for membership, _ in formset.changed_objects:
+            before = roles_before.get(membership.pk)
+            membership_saved_in_admin(membership=membership, actor=request.user, before_role=before)
+
 
 @admin.register(Membership)
 class MembershipAdmin(ProjectScopedAdmin):
@@ -62,6 +85,21 @@ class MembershipAdmin(ProjectScopedAdmin):
     list_filter = ["role", ("project", Related)]
     search_fields = ["user__username", "project__slug"]
     autocomplete_fields = ["user", "project"]
+
+    # Changes made here go to the project's change log too.
+    def save_model(self, request, obj, form, change) -> None:
+        before = form.initial.get("role") if change else None
+        super().save_model(request, obj, form, change)
+        membership_saved_in_admin(membership=obj, actor=request.user, before_role=before)
+
+    def delete_model(self, request, obj) -> None:
+        membership_deleted_in_admin(membership=obj, actor=request.user)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for membership in queryset.select_related("user", "project"):
+            membership_deleted_in_admin(membership=membership, actor=request.user)
+        super().delete_queryset(request, queryset)
 
 
 @admin.register(ModelVersion)

@@ -352,6 +352,12 @@ class RankingSet(models.Model):
         Message, through="RankingCandidate", related_name="in_ranking_sets"
     )
     rankings_needed = models.PositiveSmallIntegerField(default=3)
+    replies_wanted = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="K when the set was started: changing the project's K applies to new sets "
+        "only. Empty for sets made before it was recorded (they use the project's K).",
+    )
     rankings_count = models.PositiveSmallIntegerField(
         default=0, help_text="Rankings stored so far (kept in step by the ranking service)."
     )

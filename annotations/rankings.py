@@ -60,6 +60,7 @@ def ranking_set_create(
     context: Message,
     rankings_needed: int,
     candidates: Sequence[Message] = (),
+    replies_wanted: int | None = None,
 ) -> RankingSet:
     """A ranking set after `context`.
 
@@ -73,6 +74,7 @@ def ranking_set_create(
         context=context,
         state=State.SAMPLING,
         rankings_needed=rankings_needed,
+        replies_wanted=replies_wanted,
     )
     if candidates:
         ranking_set = ranking_set_collect(ranking_set=ranking_set, candidates=candidates)

@@ -224,7 +224,10 @@ def comparison_create(
     else:
         _check_context(project=project, context=context)
     ranking_set = ranking_set_create(
-        project=project, context=context, rankings_needed=project.rankings_per_set
+        project=project,
+        context=context,
+        rankings_needed=project.rankings_per_set,
+        replies_wanted=project.replies_per_set,
     )
     with_human = project.include_human_reply and human_reply_to(context) is not None
     requests = _request_samples(
@@ -292,7 +295,8 @@ def comparison_assemble(*, ranking_set: RankingSet) -> bool:
         errors = "; ".join(f"request {r.pk}: {r.error or 'no reason given'}" for r in failed)
         return _cancel(locked, f"sampling its candidates failed ({errors}).")
 
-    wanted = project.replies_per_set
+    # The K the set was started with: a lead's later change of K applies to new sets only.
+    wanted = locked.replies_wanted or project.replies_per_set
     human = human_reply_to(context) if project.include_human_reply else None
     outputs = Message.objects.filter(generation_output__request__in=requests).order_by(
         "generation_output__request_id", "generation_output__output_index"

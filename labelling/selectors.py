@@ -1,7 +1,9 @@
 """Reads for the trainer and lead pages: projects with their queues, members, failed
-generations, the API token."""
+generations, the API token, the audit log in words."""
 
+import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -9,7 +11,7 @@ from django.db.models import Count, Exists, OuterRef, QuerySet
 from rest_framework.authtoken.models import Token
 
 from annotations.access import capabilities_of, projects_for_user
-from annotations.models import Conversation, Membership, Project, RankingSet
+from annotations.models import AuditEntry, Conversation, Membership, Project, RankingSet
 from annotations.reports import prompt_reports_keeping_out
 from labelling.models import Task
 from trainer_bridge.models import GenerationRequest
@@ -118,3 +120,56 @@ def failed_generations(project: Project) -> QuerySet[GenerationRequest]:
 
 def api_token_of(user: AbstractBaseUser) -> Token | None:
     return Token.objects.filter(user=user).first()
+
+
+# ---------------------------------------------------------------------------- the audit log
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One changed field of an audit entry, both sides in words."""
+
+    field: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class AuditShown:
+    entry: AuditEntry
+    changes: list[FieldChange]
+
+
+def _in_words(value: object) -> str:
+    if value is None or value == "" or value == []:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(
+            f"{item.get('name')} ({item.get('kind')})" if isinstance(item, dict) else str(item)
+            for item in value
+        )
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def audit_entries_shown(entries: Iterable[AuditEntry]) -> list[AuditShown]:
+    """Entries with their changes field by field (`before`/`after` hold the changed fields, or
+    one whole value such as a label schema)."""
+    shown = []
+    for entry in entries:
+        before, after = entry.before, entry.after
+        if isinstance(before, dict) or isinstance(after, dict):
+            before, after = before or {}, after or {}
+            fields = list(dict.fromkeys([*before, *after]))
+            changes = [
+                FieldChange(f, _in_words(before.get(f)), _in_words(after.get(f))) for f in fields
+            ]
+        elif before is None and after is None:
+            changes = []
+        else:
+            changes = [FieldChange("", _in_words(before), _in_words(after))]
+        shown.append(AuditShown(entry=entry, changes=changes))
+    return shown

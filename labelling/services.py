@@ -1,47 +1,35 @@
-"""Writes for project set-up, membership, the task lifecycle and members' API tokens."""
+"""Writes for the task lifecycle, removing a member (with the tasks they hold) and members'
+API tokens. Projects and memberships themselves are written by annotations.projects and
+annotations.memberships."""
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from annotations.models import Membership, Project
+from annotations.memberships import membership_remove
+from annotations.models import Membership
 from labelling.models import Task
 
 
 @transaction.atomic
-def project_create(
-    *, slug: str, name: str, guidelines: str = "", description: str = "", **settings_fields
-) -> Project:
-    project = Project(
-        slug=slug, name=name, guidelines=guidelines, description=description, **settings_fields
-    )
-    project.full_clean()
-    project.save()
-    return project
-
-
-@transaction.atomic
-def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
-    """Give `user` this role in `project` (one role per user and project)."""
-    if role not in Membership.Role.values:
-        raise ValidationError(
-            {"role": f"Unknown role {role!r}; use one of {Membership.Role.values}."}
+def member_remove(*, membership: Membership, actor: AbstractBaseUser | None) -> int:
+    """Remove a member (annotations logs it) and return the tasks they hold to the pool, as an
+    expired lease would; what they submitted stays. Returns how many tasks went back."""
+    held = list(
+        Task.objects.select_for_update(of=("self",))
+        .filter(
+            project_id=membership.project_id,
+            assignee_id=membership.user_id,
+            state=Task.State.ASSIGNED,
         )
-    membership, _ = Membership.objects.update_or_create(
-        user=user, project=project, defaults={"role": role}
+        .select_related("project")
     )
-    return membership
-
-
-@transaction.atomic
-def membership_remove(*, project: Project, user: AbstractBaseUser) -> None:
-    """Remove a member; the tasks they hold go back to the pool."""
-    Membership.objects.filter(project=project, user=user).delete()
-    Task.objects.filter(project=project, assignee=user, state=Task.State.ASSIGNED).update(
-        state=Task.State.OPEN, assignee=None, lease_expires_at=None, assigned_at=None
-    )
+    membership_remove(membership=membership, actor=actor)
+    for task in held:
+        task_release(task)
+    Task.objects.bulk_update(held, RELEASE_FIELDS)
+    return len(held)
 
 
 RELEASE_FIELDS = [

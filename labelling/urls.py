@@ -3,7 +3,16 @@
 from django.urls import path
 
 import annotations.urls_converters  # noqa: F401 (registers <id:...>)
-from labelling.views import demonstrations, explorer, imports, pages, rankings, reviews
+from labelling.views import (
+    demonstrations,
+    explorer,
+    imports,
+    members,
+    pages,
+    project_settings,
+    rankings,
+    reviews,
+)
 
 urlpatterns = [
     # Every member: home, a project's page, the profile with the API token.
@@ -77,4 +86,22 @@ urlpatterns = [
         reviews.prompt_report_decision,
         name="prompt-report-decide",
     ),
+    # Staff and leads: the project console (settings, label schema, sampling, members, log).
+    path("projects/new/", project_settings.project_new, name="project-new"),
+    path("p/<slug:slug>/settings/", project_settings.project_settings, name="project-settings"),
+    path(
+        "p/<slug:slug>/settings/preview",
+        project_settings.guidelines_preview,
+        name="guidelines-preview",
+    ),
+    path("p/<slug:slug>/settings/labels/", project_settings.label_schema, name="label-schema"),
+    path(
+        "p/<slug:slug>/settings/sampling/",
+        project_settings.sampling_settings,
+        name="sampling-settings",
+    ),
+    path("p/<slug:slug>/settings/log/", project_settings.audit_page, name="project-log"),
+    path("p/<slug:slug>/members/", members.members, name="members"),
+    path("p/<slug:slug>/members/<id:pk>/role", members.member_role, name="member-role"),
+    path("p/<slug:slug>/members/<id:pk>/remove", members.member_remove_view, name="member-remove"),
 ]

@@ -186,6 +186,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "TrainingRunStateEnum": "trainer_bridge.models.TrainingRun.State",
         "RewardEvaluationStateEnum": "trainer_bridge.models.RewardEvaluation.State",
+        "MembershipRoleEnum": "annotations.models.Membership.Role",
     },
 }
 

@@ -471,3 +471,24 @@ def test_beat_schedule_runs_the_comparison_tasks():
     assert {"labelling.tasks.assemble_ranking_sets", "labelling.tasks.top_up_comparisons"} <= (
         tasks_by_name
     )
+
+
+def test_changing_k_and_n_applies_to_new_sets_only(project, lead):
+    from annotations.projects import project_update
+
+    _prompt(project)
+    _prompt(project, text="Name three rivers.")
+    started = comparison_create(project=project, requested_by=lead)
+    assert started.replies_wanted == 4
+    # The lead changes K and N while the set is still sampling.
+    project_update(project=project, actor=lead, replies_per_set=2, rankings_per_set=1)
+    assert _settle(started)
+    started.refresh_from_db()
+    assert started.entries.count() == 4
+    assert Task.objects.filter(ranking_set=started).count() == 3
+    project.refresh_from_db()
+    later = comparison_create(project=project, requested_by=lead)
+    assert (later.replies_wanted, later.rankings_needed) == (2, 1)
+    assert _settle(later)
+    assert later.entries.count() == 2
+    assert Task.objects.filter(ranking_set=later).count() == 1

@@ -6,11 +6,12 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from annotations.memberships import membership_set
 from annotations.models import Conversation, Membership, Project
+from annotations.projects import project_create
 from annotations.selectors import prompt_pool
 from annotations.services import conversation_start
 from labelling.demo import DEMO_GUIDELINES, DEMO_PROMPTS
-from labelling.services import membership_set, project_create
 
 DEMO_SLUG = "demo"
 DEMO_USERS = [

@@ -1,0 +1,99 @@
+"""Writes to memberships: who belongs to a project in which role. Every change is written to the
+audit log, before -> after; a project always keeps a lead."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotations.audit import audit_record
+from annotations.models import Membership, Project
+
+
+def _check_role(role: str) -> None:
+    if role not in Membership.Role.values:
+        raise ValidationError(
+            {"role": f"Unknown role {role!r}; use one of {', '.join(Membership.Role.values)}."}
+        )
+
+
+def _keeps_a_lead(membership: Membership, *, new_role: str | None) -> None:
+    """Refuse to leave the project without a lead (staff could still manage it, but nobody
+    would be shown as responsible)."""
+    if membership.role != Membership.Role.LEAD or new_role == Membership.Role.LEAD:
+        return
+    others = Membership.objects.filter(
+        project_id=membership.project_id, role=Membership.Role.LEAD
+    ).exclude(pk=membership.pk)
+    if not others.exists():
+        raise ValidationError(
+            {"role": f"{membership.user} is the project's only lead; make someone else lead first."}
+        )
+
+
+@transaction.atomic
+def membership_add(
+    *, project: Project, actor: AbstractBaseUser | None, user: AbstractBaseUser, role: str
+) -> Membership:
+    """Make `user` a member in `role`; refused if they already are one."""
+    _check_role(role)
+    if Membership.objects.filter(project=project, user=user).exists():
+        raise ValidationError({"user": f"{user} is already a member of {project.name}."})
+    membership = Membership.objects.create(project=project, user=user, role=role)
+    audit_record(
+        project=project,
+        actor=actor,
+        action="member.add",
+        target=f"user {user.get_username()}",
+        after={"role": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(
+    *, membership: Membership, actor: AbstractBaseUser | None, role: str
+) -> Membership:
+    _check_role(role)
+    membership = Membership.objects.select_for_update().select_related("user").get(pk=membership.pk)
+    if membership.role == role:
+        return membership
+    _keeps_a_lead(membership, new_role=role)
+    before = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        project=membership.project,
+        actor=actor,
+        action="member.role",
+        target=f"user {membership.user.get_username()}",
+        before={"role": before},
+        after={"role": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: AbstractBaseUser | None) -> None:
+    """Remove a member. What they submitted stays; the tasks they hold are the caller's (the
+    labelling app returns them to the pool in the same transaction)."""
+    membership = Membership.objects.select_for_update().select_related("user").get(pk=membership.pk)
+    _keeps_a_lead(membership, new_role=None)
+    audit_record(
+        project=membership.project,
+        actor=actor,
+        action="member.remove",
+        target=f"user {membership.user.get_username()}",
+        before={"role": membership.role},
+    )
+    membership.delete()
+
+
+@transaction.atomic
+def membership_set(
+    *, project: Project, user: AbstractBaseUser, role: str, actor: AbstractBaseUser | None = None
+) -> Membership:
+    """Give `user` this role, adding them if needed (for scripts such as the demo seed)."""
+    membership = Membership.objects.filter(project=project, user=user).first()
+    if membership is None:
+        return membership_add(project=project, actor=actor, user=user, role=role)
+    return membership_change_role(membership=membership, actor=actor, role=role)

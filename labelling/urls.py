@@ -12,6 +12,7 @@ from labelling.views import (
     project_settings,
     rankings,
     reviews,
+    work,
 )
 
 urlpatterns = [
@@ -20,6 +21,8 @@ urlpatterns = [
     path("p/<slug:slug>/", pages.project_detail, name="project-detail"),
     path("accounts/profile/", pages.profile, name="profile"),
     path("accounts/profile/token/", pages.token_regenerate, name="token-regenerate"),
+    # Trainers: their home in a project (progress, queues, recent work).
+    path("p/<slug:slug>/work/", work.trainer_home_page, name="trainer-home"),
     # Leads: imports.
     path("p/<slug:slug>/import/", imports.prompt_import, name="prompt-import"),
     # Demonstrations.
@@ -43,6 +46,11 @@ urlpatterns = [
         "demonstrations/<id:task_id>/draft/<id:pk>",
         demonstrations.demonstration_draft_status,
         name="demonstration-draft-status",
+    ),
+    path(
+        "demonstrations/<id:task_id>/preview",
+        demonstrations.demonstration_preview,
+        name="demonstration-preview",
     ),
     path(
         "demonstrations/<id:task_id>/submit",

@@ -54,6 +54,16 @@ def messages_by_request(requests: list[GenerationRequest]) -> dict[int, list[dic
     return threads
 
 
+def project_generation_requests(project: Project) -> QuerySet[GenerationRequest]:
+    """The project's requests, latest first, with what their status fragments show."""
+    return (
+        GenerationRequest.objects.filter(project=project)
+        .select_related("model_version", "context")
+        .prefetch_related(ordered_outputs())
+        .order_by("-queued_at", "-id")
+    )
+
+
 def queue_position(request: GenerationRequest) -> int | None:
     """1 for the next request a worker takes; None when the request is not queued."""
     if request.state != State.QUEUED:

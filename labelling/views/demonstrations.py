@@ -18,6 +18,7 @@ from annotations.text import parse_json
 from labelling import demonstrations as demo
 from labelling.autosave import PageSave, task_open_page
 from labelling.claims import task_skip, task_submit
+from labelling.guidelines import guidelines_for_kind
 from labelling.leases import task_for_member
 from labelling.models import Task
 from labelling.views.errors import Refusal, refusal_as_json, refusal_as_text, shows_refusals
@@ -28,6 +29,9 @@ PAGE = "labelling/demonstration.html"
 DRAFT = "labelling/_demo_draft.html"
 TURN_FIELD = re.compile(r"^turns\[(\d+)\](?:\.(\w+))?$")
 SAVE_EVERY_MS = 3000
+PREVIEW = "labelling/_demo_preview.html"
+# The projects whose guidelines the user has seen on this page (kept in their session).
+GUIDELINES_SEEN = "demonstration_guidelines_seen"
 
 
 def _demonstration_task(request: HttpRequest, task_id: int) -> Task:
@@ -86,6 +90,8 @@ def _page_context(request: HttpRequest, task: Task) -> dict:
         return context
     # Each page load is numbered, so that its saves and an older page's late ones are told apart.
     task = task_open_page(task_id=task.pk, user=user)
+    context["guidelines_open"] = first_guidelines_visit(request, project.pk)
+    context["guidelines"] = guidelines_for_kind(project.guidelines, Task.Kind.DEMONSTRATION)
     context["task"] = task
     state = demo.state_from_autosave(task.autosave)
     turns = [demo.Turn(**t) for t in state["turns"]]
@@ -115,6 +121,16 @@ def _page_context(request: HttpRequest, task: Task) -> dict:
         },
     )
     return context
+
+
+def first_guidelines_visit(request: HttpRequest, project_id: int) -> bool:
+    """True the first time the user opens a demonstration of the project (in this session):
+    the guidelines start open then, and folded afterwards."""
+    seen = request.session.get(GUIDELINES_SEEN, [])
+    if project_id in seen:
+        return False
+    request.session[GUIDELINES_SEEN] = [*seen, project_id]
+    return True
 
 
 def _render_page(
@@ -282,3 +298,16 @@ def demonstration_skip(request: HttpRequest, task_id: int) -> HttpResponse:
     else:
         messages.info(request, "Skipped. Here is another task.")
     return _claim(request, task.project)
+
+
+@login_required
+@require_POST
+def demonstration_preview(request: HttpRequest, task_id: int) -> HttpResponse:
+    """A turn's text rendered as Markdown and sanitised (htmx), as it would read formatted."""
+    task = _demonstration_task(request, task_id)
+    content = request.POST.get("content", "")
+    limit = task.project.max_message_chars
+    if len(content) > limit:
+        note = f"content: the turn has {len(content)} characters; the limit is {limit}."
+        return render(request, PREVIEW, {"note": note}, status=400)
+    return render(request, PREVIEW, {"content": content, "empty": not content.strip()})

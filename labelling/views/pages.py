@@ -32,14 +32,21 @@ def _claim_refused(
 
 @shows_refusals(_claim_refused)
 def claim_for_page(
-    request: HttpRequest, project: Project, kind: str, *, page: str, none_left: str
+    request: HttpRequest,
+    project: Project,
+    kind: str,
+    *,
+    page: str,
+    none_left: str,
+    none_to: str = "project-detail",
 ) -> HttpResponse:
     """Claim the user's next task of `kind` and open it on the page named `page`; or go back to
-    the project page with the reason (at the open-task limit, or nothing left)."""
+    the page named `none_to` (the project page unless said) with the reason (nothing left), or
+    to the project page at the open-task limit."""
     task = task_claim_next(project=project, user=request.user, kind=kind)
     if task is None:
         messages.info(request, none_left)
-        return redirect("project-detail", slug=project.slug)
+        return redirect(none_to, slug=project.slug)
     return redirect(page, task_id=task.pk)
 
 

@@ -55,6 +55,7 @@ def _go_to_next(request: HttpRequest, task: Task) -> HttpResponse:
         Task.Kind.RANKING,
         page="rank-task",
         none_left="No more sets are waiting for you to rank in this project.",
+        none_to="trainer-home",
     )
 
 
@@ -179,6 +180,7 @@ def rank_next(request: HttpRequest, slug: str) -> HttpResponse:
         Task.Kind.RANKING,
         page="rank-task",
         none_left="No sets are waiting for you to rank in this project right now.",
+        none_to="trainer-home",
     )
 
 

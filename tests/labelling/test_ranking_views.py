@@ -219,8 +219,10 @@ def test_claiming_is_a_post(client, project, trainer):
 def test_nothing_to_rank_says_so(client, project, trainer):
     client.force_login(trainer)
     response = client.post(reverse("rank-next", args=["alpha"]), follow=True)
-    assert response.redirect_chain[-1][0] == reverse("project-detail", args=["alpha"])
+    # To the trainer's home, whose ranking queue says why nothing is waiting.
+    assert response.redirect_chain[-1][0] == reverse("trainer-home", args=["alpha"])
     assert "No sets are waiting for you" in response.content.decode()
+    assert 'id="ranking-queue"' in response.content.decode()
 
 
 def test_skip_gives_the_set_back_and_opens_another(client, project, trainer):

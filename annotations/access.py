@@ -116,6 +116,24 @@ def capabilities_of(role: str | None) -> set[str]:
     return {name for name, roles in CAPABILITIES.items() if role in roles}
 
 
+# The capabilities a member is told they have (the project API), each with what it opens. Only
+# those whose pages or endpoints exist: `dashboards` guards none yet, so nobody is told of it.
+LISTED_CAPABILITIES: dict[str, str] = {
+    "annotate": "write demonstrations and rank replies (tasks: pages and /api/v1/tasks/)",
+    "manage": "run the project: settings, members, imports, reviews and exclusions "
+    "(/p/<slug>/settings/, /members/, /import/, /reviews/)",
+    "explore": "browse and search what was collected (/p/<slug>/explore/)",
+    "export": "export datasets (/p/<slug>/exports/, /api/v1/projects/<slug>/exports/)",
+    "generate": "ask models for replies (/p/<slug>/generations/, .../generations/ API)",
+    "train": "run SFT, RM and PPO training (/p/<slug>/training/, .../training-runs/ API)",
+}
+
+
+def listed_capabilities(role: str | None) -> list[str]:
+    """The role's capabilities that open a page or an endpoint, sorted."""
+    return sorted(capabilities_of(role) & LISTED_CAPABILITIES.keys())
+
+
 def _with_member_role(projects: QuerySet[Project], user_id: int) -> QuerySet[Project]:
     role = Membership.objects.filter(project=OuterRef("pk"), user_id=user_id).values("role")[:1]
     return projects.annotate(member_role=Subquery(role))

@@ -26,6 +26,7 @@ from django.utils import timezone
 from annotations.access import AccessDenied, can
 from annotations.models import ModelVersion, Project
 from annotations.queueing import queue_depth, send_after_commit
+from annotations.timestamps import iso_utc
 from exports.builders import BUILDERS, ExportContext
 from exports.builders.common import resolve_annotators
 from exports.choices import ExportChoices, ExportKind
@@ -181,7 +182,7 @@ def export_write(
         snapshot_id=snapshot_id,
         rows_left_out=left_out,
         created_by=created_by,
-        created_at=timezone.now().isoformat(),
+        created_at=iso_utc(timezone.now()),
     )
     write_manifest_and_card(out_dir, manifest)
     return manifest

@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotations.access import project_for_member
+from annotations.access import LISTED_CAPABILITIES, listed_capabilities, project_for_member
 from labelling.autosave import task_autosave
 from labelling.claims import task_claim_next, task_describe, task_skip, task_submit
 from labelling.leases import task_for_reader
@@ -22,7 +22,11 @@ class ProjectOutputSerializer(serializers.Serializer):
     name = serializers.CharField(source="project.name")
     description = serializers.CharField(source="project.description")
     role = serializers.CharField(allow_null=True)
-    capabilities = serializers.SerializerMethodField()
+    capabilities = serializers.SerializerMethodField(
+        help_text="What your role lets you do here: "
+        + "; ".join(f"`{name}`: {what}" for name, what in LISTED_CAPABILITIES.items())
+        + "."
+    )
     languages = serializers.ListField(child=serializers.CharField(), source="project.languages")
     replies_per_set = serializers.IntegerField(source="project.replies_per_set")
     rankings_per_set = serializers.IntegerField(source="project.rankings_per_set")
@@ -33,7 +37,7 @@ class ProjectOutputSerializer(serializers.Serializer):
     sets_collecting = serializers.IntegerField()
 
     def get_capabilities(self, obj: ProjectQueues) -> list[str]:
-        return sorted(obj.capabilities)
+        return listed_capabilities(obj.role)
 
 
 class ProjectListApi(APIView):
@@ -130,7 +134,11 @@ class TaskAutosaveApi(APIView):
 
 
 class TaskSubmitApi(APIView):
-    """Submit the task. The body depends on the kind; submitting twice stores one result."""
+    """Submit the task; submitting twice stores one result. The body depends on the kind, and
+    messages in it are `{"role", "content"}`: a demonstration sends
+    `{"turns": [{"role": "user", "content": ..., "draft_id": null}, ...]}`, a ranking
+    `{"order": [[id], [id, id], ...], "flags": {...}, "all_bad": false,
+    "rewrite": {"role": "assistant", "content": ...} or null, "time_spent_ms": ...}`."""
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses=TaskOutputSerializer)
     def post(self, request: Request, task_id: int) -> Response:

@@ -83,13 +83,24 @@ def clean_all_bad(value: object) -> bool:
 
 
 def clean_rewrite(rewrite: object) -> str | None:
+    """A better reply, as a message: `{"role": "assistant", "content": ...}` (the role may be left
+    out). Clients written before messages said `content` send `{"text": ...}`, still read."""
     if rewrite is None:
         return None
-    if not isinstance(rewrite, dict) or not isinstance(rewrite.get("text"), str):
-        raise ValidationError('A rewrite is null or {"text": "a better reply"}.')
-    if extra := sorted(set(rewrite) - {"text"}):
-        raise ValidationError(f"A rewrite has only a text; unexpected: {', '.join(extra)}.")
-    return rewrite["text"]
+    shape = 'A rewrite is null or {"role": "assistant", "content": "a better reply"}.'
+    if not isinstance(rewrite, dict):
+        raise ValidationError(shape)
+    content = rewrite["content"] if "content" in rewrite else rewrite.get("text")
+    if not isinstance(content, str):
+        raise ValidationError(shape)
+    if rewrite.get("role", "assistant") != "assistant":
+        raise ValidationError("A rewrite is an assistant reply: its role is assistant.")
+    allowed = {"role", "content"} if "content" in rewrite else {"text"}
+    if extra := sorted(set(rewrite) - allowed):
+        raise ValidationError(
+            f"A rewrite has a role and a content; unexpected: {', '.join(extra)}."
+        )
+    return content
 
 
 def clean_time_spent(value: object) -> int | None:

@@ -151,7 +151,7 @@ def ranking_task_describe(task: Task) -> dict:
     return {
         "ranking_set": view.ranking_set.pk,
         "context": [{"id": m.pk, "role": m.role, "content": m.text} for m in view.context],
-        "candidates": [{"id": m.pk, "text": m.text} for m in view.candidates],
+        "candidates": [{"id": m.pk, "role": m.role, "content": m.text} for m in view.candidates],
         "labels": view.labels,
     }
 

@@ -59,7 +59,8 @@ class GenerationDetailApi(APIView):
         class GeneratedSerializer(serializers.Serializer):
             id = serializers.IntegerField(source="message_id")
             index = serializers.IntegerField(source="output_index")
-            text = serializers.CharField(source="message.text")
+            role = serializers.CharField(source="message.role")
+            content = serializers.CharField(source="message.text")
 
             class Meta:
                 ref_name = "GenerationOutput"

@@ -199,6 +199,9 @@ class TrainingRun(models.Model):
         on_delete=models.SET_NULL,
         related_name="training_runs",
     )
+    # A client's key for one start (the API's Idempotency-Key header, the start form's hidden
+    # field): the same key from the same user names this run instead of starting another.
+    idempotency_key = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(
         auto_now_add=True, help_text="When it was last queued (created, or requeued)."
@@ -232,6 +235,11 @@ class TrainingRun(models.Model):
             models.CheckConstraint(
                 condition=~Q(state="succeeded") | Q(result_model__isnull=False),
                 name="training_succeeded_has_model",
+            ),
+            models.UniqueConstraint(
+                fields=["started_by", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="training_run_one_per_idempotency_key",
             ),
         ]
 

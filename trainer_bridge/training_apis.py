@@ -31,10 +31,12 @@ from trainer_bridge.access import training_run_for_member
 from trainer_bridge.models import RewardEvaluation, TrainingRun
 from trainer_bridge.training_events import run_for_token
 from trainer_bridge.training_runs import (
+    idempotency_key_problem,
     reward_evaluation_request,
     training_run_cancel,
     training_run_report,
     training_run_start,
+    training_run_start_once,
     training_run_use_model,
 )
 from trainer_bridge.training_selectors import (
@@ -225,30 +227,55 @@ class TrainingRunListCreateApi(GenericAPIView):
 
     @extend_schema(
         request=InputSerializer,
-        responses={201: TrainingRunSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Optional; 1 to 100 letters, digits or `-_.:` (a UUID fits). The "
+                "same key from the same user answers the run the first request started, with "
+                "200 instead of 201, so a retry or a double click never starts two runs.",
+            )
+        ],
+        responses={201: TrainingRunSerializer, 200: TrainingRunSerializer},
         operation_id="training_run_create",
         tags=TAGS,
     )
     def post(self, request: Request, slug: str) -> Response:
         project = project_for_member(request.user, slug, capability="train")
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and (problem := idempotency_key_problem(key)):
+            raise serializers.ValidationError({"Idempotency-Key": [problem]})
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        inputs = {
+            "project": project,
+            "user": request.user,
+            "stage": data["stage"],
+            "snapshots": data["snapshots"],
+            "base_model": data["base_model"],
+            "reward_model": data.get("reward_model") or None,
+            "hyperparameters": data.get("hyperparameters"),
+            "backend": data.get("backend"),
+        }
         try:
-            run = training_run_start(
-                project=project,
-                user=request.user,
-                stage=data["stage"],
-                snapshots=data["snapshots"],
-                base_model=data["base_model"],
-                reward_model=data.get("reward_model") or None,
-                hyperparameters=data.get("hyperparameters"),
-                backend=data.get("backend"),
-            )
+            if key is None:
+                run, created = training_run_start(**inputs), True
+            else:
+                start = training_run_start_once(idempotency_key=key, **inputs)
+                run, created = start.run, start.created
         except DjangoValidationError as exc:
-            raise run_validation_error(exc) from exc
+            error = run_validation_error(exc)
+            if isinstance(error.detail, dict) and "idempotency_key" in error.detail:
+                error.detail["Idempotency-Key"] = error.detail.pop("idempotency_key")
+            raise error from exc
         body = TrainingRunSerializer(run, context={"request": request}).data
-        return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+        return Response(
+            body,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            headers={"Location": body["url"]},
+        )
 
 
 class TrainingRunDetailApi(APIView):

@@ -4,12 +4,14 @@ reward model against fresh rankings. The pages, the API and `manage.py train` al
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from annotations.access import AccessDenied, can
@@ -214,9 +216,11 @@ def training_run_start(
     reward_model: Any = None,
     hyperparameters: Mapping[str, Any] | None = None,
     backend: Any = None,
+    idempotency_key: str = "",
 ) -> TrainingRun:
     """A queued run, sent to the train queue after the commit; every bad input is refused first
-    (see `training_run_clean`). `user` None is the command line, which has every right."""
+    (see `training_run_clean`). `user` None is the command line, which has every right.
+    `idempotency_key` is stored with the run (see `training_run_start_once`)."""
     if user is not None and not can(user, project, "train"):
         raise AccessDenied(project, "train")
     clean = training_run_clean(
@@ -236,6 +240,7 @@ def training_run_start(
         hyperparameters=clean["hyperparameters"],
         backend=clean["backend"],
         started_by=user,
+        idempotency_key=idempotency_key,
         log_tail=append_log(
             "",
             f"Queued by {user.get_username() if user else 'the command line'}: "
@@ -245,6 +250,84 @@ def training_run_start(
     )
     run.snapshots.set(clean["snapshots"])
     training_run_send(run.pk)
+    return run
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What a start with an idempotency key did: `created` False when the key named a run."""
+
+    run: TrainingRun
+    created: bool
+
+
+IDEMPOTENCY_KEY_MAX = 100
+_KEY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.:")
+
+
+def idempotency_key_problem(key: Any) -> str | None:
+    """Why `key` cannot be an idempotency key (1 to 100 of letters, digits, `-_.:`), or None."""
+    if not isinstance(key, str) or not key:
+        return "Send a key of 1 to 100 characters."
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        return f"The key has {len(key)} characters; at most {IDEMPOTENCY_KEY_MAX}."
+    if not set(key) <= _KEY_CHARACTERS:
+        return "Use only letters, digits and - _ . : (a UUID fits)."
+    return None
+
+
+@transaction.atomic
+def training_run_start_once(
+    *,
+    project: Project,
+    user: AbstractBaseUser,
+    idempotency_key: str,
+    stage: Any,
+    snapshots: Any,
+    base_model: Any,
+    reward_model: Any = None,
+    hyperparameters: Mapping[str, Any] | None = None,
+    backend: Any = None,
+) -> RunStart:
+    """`training_run_start`, once per key and user: a retry or a double submit with the same
+    key answers the run the first one started (whatever else it sends), never a second run.
+    A key the user already used in another project raises ValidationError (`idempotency_key`)."""
+    if problem := idempotency_key_problem(idempotency_key):
+        raise ValidationError({"idempotency_key": problem})
+    if not can(user, project, "train"):
+        raise AccessDenied(project, "train")
+    earlier = _run_for_key(user, idempotency_key, project)
+    if earlier is not None:
+        return RunStart(earlier, created=False)
+    try:
+        # A savepoint: a concurrent start with the same key that commits first makes this
+        # insert fail on the unique constraint, and that start's run is the answer.
+        with transaction.atomic():
+            run = training_run_start(
+                project=project,
+                user=user,
+                stage=stage,
+                snapshots=snapshots,
+                base_model=base_model,
+                reward_model=reward_model,
+                hyperparameters=hyperparameters,
+                backend=backend,
+                idempotency_key=idempotency_key,
+            )
+    except IntegrityError:
+        earlier = _run_for_key(user, idempotency_key, project)
+        if earlier is None:
+            raise
+        return RunStart(earlier, created=False)
+    return RunStart(run, created=True)
+
+
+def _run_for_key(user: AbstractBaseUser, key: str, project: Project) -> TrainingRun | None:
+    run = TrainingRun.objects.filter(started_by=user, idempotency_key=key).first()
+    if run is not None and run.project_id != project.pk:
+        raise ValidationError(
+            {"idempotency_key": "This key already started a run in another project."}
+        )
     return run
 
 
@@ -325,11 +408,15 @@ def reward_evaluation_request(
 
 
 __all__ = [
+    "IDEMPOTENCY_KEY_MAX",
     "STAGE_SNAPSHOT_KIND",
+    "RunStart",
+    "idempotency_key_problem",
     "reward_evaluation_request",
     "training_run_cancel",
     "training_run_clean",
     "training_run_report",
     "training_run_start",
+    "training_run_start_once",
     "training_run_use_model",
 ]

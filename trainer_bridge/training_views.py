@@ -4,6 +4,7 @@ model). Engineers and leads; trainers get 403, everyone else 404."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django import forms
@@ -23,10 +24,12 @@ from trainer_bridge.models import RewardEvaluation, TrainingRun
 from trainer_bridge.training.hyperparameters import STAGES, hyperparameter_fields
 from trainer_bridge.training_events import training_settings
 from trainer_bridge.training_runs import (
+    IDEMPOTENCY_KEY_MAX,
     STAGE_SNAPSHOT_KIND,
     reward_evaluation_request,
     training_run_cancel,
     training_run_start,
+    training_run_start_once,
     training_run_use_model,
 )
 from trainer_bridge.training_selectors import (
@@ -54,6 +57,11 @@ class TrainingRunForm(forms.Form):
     base_model = forms.ChoiceField(help_text="The policy the run starts from.")
     reward_model = forms.ChoiceField(required=False, help_text="PPO only: the reward model.")
     backend = forms.ChoiceField(choices=TrainingRun.Backend.choices)
+    # New with every form shown: a second submit of the same form (a double click, a resent
+    # POST) finds the run the first one started instead of starting another.
+    idempotency_key = forms.CharField(
+        required=False, max_length=IDEMPOTENCY_KEY_MAX, widget=forms.HiddenInput
+    )
 
     # Where each service error belongs on this form; the rest go above it.
     SERVICE_FIELDS = ("stage", "snapshots", "base_model", "reward_model", "backend")
@@ -63,6 +71,7 @@ class TrainingRunForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.stage = stage if stage in STAGES else "rm"
         self.fields["stage"].initial = self.stage
+        self.fields["idempotency_key"].initial = uuid.uuid4().hex
         self.fields["backend"].initial = training_settings()["DEFAULT_BACKEND"]
         snapshots = ExportSnapshot.objects.filter(
             project=project, state=ExportSnapshot.State.DONE, kind__in=STAGE_SNAPSHOT_KIND.values()
@@ -165,21 +174,31 @@ def training_run_new(request: HttpRequest, slug: str) -> HttpResponse:
         form = TrainingRunForm(request.POST, project=project, stage=request.POST.get("stage", ""))
         if form.is_valid():
             data = form.cleaned_data
+            inputs = {
+                "project": project,
+                "user": request.user,
+                "stage": data["stage"],
+                "snapshots": data["snapshots"],
+                "base_model": data["base_model"],
+                "reward_model": data.get("reward_model") or None,
+                "hyperparameters": form.hyperparameters(),
+                "backend": data["backend"],
+            }
             try:
-                run = training_run_start(
-                    project=project,
-                    user=request.user,
-                    stage=data["stage"],
-                    snapshots=data["snapshots"],
-                    base_model=data["base_model"],
-                    reward_model=data.get("reward_model") or None,
-                    hyperparameters=form.hyperparameters(),
-                    backend=data["backend"],
-                )
+                if data["idempotency_key"]:
+                    start = training_run_start_once(
+                        idempotency_key=data["idempotency_key"], **inputs
+                    )
+                    run, created = start.run, start.created
+                else:  # a form posted by something other than this page
+                    run, created = training_run_start(**inputs), True
             except ValidationError as exc:
                 form.add_service_errors(exc)
             else:
-                messages.success(request, f"Training run #{run.pk} is queued.")
+                if created:
+                    messages.success(request, f"Training run #{run.pk} is queued.")
+                else:
+                    messages.info(request, f"This form already started training run #{run.pk}.")
                 return redirect("training-run", slug=project.slug, pk=run.pk)
     else:
         initial = {

@@ -58,6 +58,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A signed-out htmx or fetch request answers 401 instead of the redirect to the login page.
+    "config.middleware.SignInRequiredMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into its lockout response.
     "axes.middleware.AxesMiddleware",
     # Content-Security-Policy and Permissions-Policy when settings name them (production does).
@@ -161,6 +163,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
+    # ISO 8601; with TIME_ZONE UTC that ends in Z, as annotations.timestamps.iso_utc writes the
+    # bodies built by hand.
+    "DATETIME_FORMAT": "iso-8601",
     # Requests per user (by token or session) and per IP for anonymous callers.
     "DEFAULT_THROTTLE_CLASSES": [
         # DRF's anon and user limits, letting requests through while the cache is unreachable.
@@ -179,7 +184,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Parley's own favicon is linked by templates/drf_spectacular/swagger_ui.html.
+    "SWAGGER_UI_FAVICON_HREF": "",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     # Names for the choice sets several components share a field name with ("state").

@@ -25,6 +25,7 @@ from annotations.models import (
     Ranking,
 )
 from annotations.reports import reported_prompt_ids
+from annotations.timestamps import iso_utc
 from exports.choices import ExportChoices
 from exports.pseudonyms import Pseudonyms, is_pseudonym
 
@@ -133,7 +134,7 @@ def _midnight(day: dt.date) -> dt.datetime:
 
 
 def iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return iso_utc(value)
 
 
 def keyset_chunks(queryset: QuerySet, fields: Iterable[str], size: int = CHUNK) -> Iterator[list]:

@@ -1,7 +1,8 @@
 """Demonstration tasks: a trainer writes both sides of a dialogue, with model drafts on request.
 
-Work in progress lives in `Task.autosave` as {"turns": [{"role", "text", "draft_id"}],
-"editor", "editor_draft_id"}; the submission is {"turns": [...]}. The turns
+Work in progress lives in `Task.autosave` as {"turns": [{"role", "content", "draft_id"}],
+"editor", "editor_draft_id"}; the submission is {"turns": [...]}. Turns saved before messages
+said `content` say `text`, and are still read. The turns
 continue the task's anchor (`Task.message`): a seed prompt from the pool, the last turn of a
 conversation being continued, or nothing for a blank task, whose first turn is the user's.
 

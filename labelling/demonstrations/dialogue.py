@@ -64,9 +64,16 @@ def edit_distance(a: str, b: str) -> int:
 
 
 class Turn(NamedTuple):
+    """One written turn, in the message shape of every API body (`role`, `content`)."""
+
     role: str
-    text: str
+    content: str
     draft_id: int | None = None
+
+
+def _turn_content(raw: dict) -> object:
+    """A turn's `content`; a turn saved before the shape was `{"role", "content"}` says `text`."""
+    return raw["content"] if "content" in raw else raw.get("text")
 
 
 # ---------------------------------------------------------------- reading a task
@@ -113,9 +120,15 @@ def state_from_autosave(autosave: dict | None) -> dict:
     data = autosave if isinstance(autosave, dict) else {}
     raw_turns = data.get("turns") if isinstance(data.get("turns"), list) else []
     turns = [
-        {"role": raw["role"], "text": raw["text"], "draft_id": _as_id(raw.get("draft_id"))}
+        {
+            "role": raw["role"],
+            "content": _turn_content(raw),
+            "draft_id": _as_id(raw.get("draft_id")),
+        }
         for raw in raw_turns
-        if isinstance(raw, dict) and raw.get("role") in ROLES and isinstance(raw.get("text"), str)
+        if isinstance(raw, dict)
+        and raw.get("role") in ROLES
+        and isinstance(_turn_content(raw), str)
     ]
     editor = data.get("editor")
     return {
@@ -148,7 +161,7 @@ def parse_state(data) -> dict:
 def parse_turns(raw, *, field: str = "turns") -> list[Turn]:
     """Turns from a client, checked for shape only (content is checked by `turn_errors`)."""
     if not isinstance(raw, list):
-        raise ValidationError({field: "Send the turns as a list of {role, text, draft_id}."})
+        raise ValidationError({field: "Send the turns as a list of {role, content, draft_id}."})
     if len(raw) > MAX_AUTOSAVED_TURNS:
         raise ValidationError({field: f"At most {MAX_AUTOSAVED_TURNS} turns."})
     turns: list[Turn] = []
@@ -156,16 +169,16 @@ def parse_turns(raw, *, field: str = "turns") -> list[Turn]:
     for i, item in enumerate(raw):
         key = f"{field}[{i}]"
         if not isinstance(item, dict):
-            errors[key] = "Each turn is an object with role, text and draft_id."
+            errors[key] = "Each turn is an object with role, content and draft_id."
             continue
-        role, text, draft_id = item.get("role"), item.get("text"), item.get("draft_id")
+        role, content, draft_id = item.get("role"), _turn_content(item), item.get("draft_id")
         if role not in ROLES:
             errors[f"{key}.role"] = f"The role must be user or assistant, not {role!r}."
-        if not isinstance(text, str):
-            errors[f"{key}.text"] = "The text must be a string."
+        if not isinstance(content, str):
+            errors[f"{key}.content"] = "The content must be a string."
         if draft_id is not None and _as_id(draft_id) is None:
             errors[f"{key}.draft_id"] = "draft_id must be a message id or null."
-        turns.append(Turn(role, text if isinstance(text, str) else "", _as_id(draft_id)))
+        turns.append(Turn(role, content if isinstance(content, str) else "", _as_id(draft_id)))
     if errors:
         raise ValidationError(errors)
     return turns
@@ -183,7 +196,7 @@ def turn_errors(*, task: Task, turns: list[Turn], complete: bool) -> dict[str, s
                 + (f", and this dialogue starts with the {wanted}." if i == 0 else ".")
             )
         try:
-            check_text(project=task.project, text=turn.text, field=f"{key}.text")
+            check_text(project=task.project, text=turn.content, field=f"{key}.content")
         except ValidationError as exc:
             errors.update({k: " ".join(v) for k, v in exc.message_dict.items()})
         if turn.draft_id is not None and turn.role != ASSISTANT:

@@ -58,7 +58,7 @@ def _scratch(task: Task) -> Q:
 
 def scratch_turn(task: Task, parent: Message | None, turn: Turn) -> Message | None:
     """The task's scratch message holding `turn` under `parent` (a scratch root when None)."""
-    same = Message.objects.filter(_scratch(task), role=turn.role, text=turn.text)
+    same = Message.objects.filter(_scratch(task), role=turn.role, text=turn.content)
     if parent is None:
         same = same.filter(parent=None, **{f"conversation__meta__{SCRATCH_KEY}": task.pk})
     else:
@@ -83,7 +83,7 @@ def _scratch_path(
         if found is None and parent is None:
             _, found = conversation_start(
                 project=task.project,
-                text=turn.text,
+                text=turn.content,
                 created_by=user,
                 meta={SCRATCH_KEY: task.pk},
                 message_meta={SCRATCH_KEY: task.pk},
@@ -106,10 +106,10 @@ def turn_add(parent: Message, turn, *, user, draft: Message | None, meta: dict |
     return message_add(
         parent=parent,
         role=turn.role,
-        text=turn.text,
+        text=turn.content,
         author_user=user,
         draft=draft,
-        draft_edit_distance=edit_distance(draft.text, turn.text) if draft else None,
+        draft_edit_distance=edit_distance(draft.text, turn.content) if draft else None,
         meta=meta,
     )
 

@@ -56,7 +56,7 @@ def demonstration_submit(*, task: Task, user: AbstractBaseUser, data: dict) -> d
     for turn in turns[len(reused) :]:
         draft = drafts.get(turn.draft_id) if turn.draft_id is not None else None
         if parent is None:
-            _, parent = conversation_start(project=task.project, text=turn.text, created_by=user)
+            _, parent = conversation_start(project=task.project, text=turn.content, created_by=user)
         else:
             parent = turn_add(parent, turn, user=user, draft=draft)
         written.append(parent)
@@ -109,7 +109,7 @@ def _reused_chain(*, task: Task, turns: list[Turn], drafts: dict[int, Message]) 
 def demonstration_describe(task: Task) -> dict:
     draft_model = task.project.draft_model
     return {
-        "context": [{"id": m.pk, "role": m.role, "text": m.text} for m in anchor_thread(task)],
+        "context": [{"id": m.pk, "role": m.role, "content": m.text} for m in anchor_thread(task)],
         "first_role": first_role(task),
         "max_new_turns": turns_allowed(task),
         "max_message_chars": task.project.max_message_chars,

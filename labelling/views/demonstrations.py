@@ -15,6 +15,7 @@ from django_htmx.http import trigger_client_event
 from annotations.access import project_for_member
 from annotations.models import Conversation, Message, PromptReport
 from annotations.text import parse_json
+from annotations.timestamps import iso_utc
 from labelling import demonstrations as demo
 from labelling.autosave import PageSave, task_open_page
 from labelling.claims import task_skip, task_submit
@@ -61,7 +62,7 @@ def demonstration_next(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _turn_label(field: str) -> str:
-    """Errors about a turn start with its number: `turns[2].text` -> "Turn 3: "."""
+    """Errors about a turn start with its number: `turns[2].content` -> "Turn 3: "."""
     match = TURN_FIELD.match(field)
     return f"Turn {int(match[1]) + 1}: " if match else ""
 
@@ -166,8 +167,8 @@ def saved_answer(saved: PageSave | Task, page: int = 0) -> dict:
         "revision": task.autosave_revision,
         "writer_page": task.autosave_page,
         "seq": task.autosave_seq,
-        "autosaved_at": task.autosaved_at,
-        "lease_expires_at": task.lease_expires_at,
+        "autosaved_at": iso_utc(task.autosaved_at),
+        "lease_expires_at": iso_utc(task.lease_expires_at),
     }
     if task.autosave_page != answer["page"]:
         answer["state"] = demo.state_from_autosave(task.autosave)

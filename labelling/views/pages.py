@@ -73,10 +73,24 @@ def project_detail(request: HttpRequest, slug: str) -> HttpResponse:
     return render(request, "labelling/project_detail.html", context)
 
 
+# The key of a token just issued, kept in the session until the profile page shows it, once.
+NEW_TOKEN_SESSION_KEY = "parley_new_api_token"  # noqa: S105 (a session key name)
+
+
 @login_required
 @require_http_methods(["GET"])
 def profile(request: HttpRequest) -> HttpResponse:
-    context = {"token": api_token_of(request.user), "memberships": memberships_of(request.user)}
+    token = api_token_of(request.user)
+    new = request.session.pop(NEW_TOKEN_SESSION_KEY, None)
+    context = {
+        "token": token,
+        # Shown in full once, right after it was issued; afterwards only its last characters.
+        "new_key": token.key
+        if token and isinstance(new, dict) and new.get("key") == token.key
+        else None,
+        "first_token": isinstance(new, dict) and bool(new.get("first")),
+        "memberships": memberships_of(request.user),
+    }
     return render(request, "labelling/profile.html", context)
 
 
@@ -84,6 +98,15 @@ def profile(request: HttpRequest) -> HttpResponse:
 @require_POST
 def token_regenerate(request: HttpRequest) -> HttpResponse:
     """Issue a new API token; the old one stops working at once."""
-    api_token_regenerate(user=request.user)
-    messages.success(request, "A new API token was issued. The previous one no longer works.")
+    first = api_token_of(request.user) is None
+    token = api_token_regenerate(user=request.user)
+    request.session[NEW_TOKEN_SESSION_KEY] = {"key": token.key, "first": first}
+    if first:
+        messages.success(request, "Your API token is ready. Copy it now: it is shown only once.")
+    else:
+        messages.success(
+            request,
+            "A new API token was issued; the previous one no longer works. Copy the new one "
+            "now: it is shown only once.",
+        )
     return redirect("profile")

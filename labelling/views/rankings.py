@@ -83,7 +83,7 @@ def _posted_submission(request: HttpRequest) -> tuple[dict, dict[str, list[str]]
         "order": order,
         "flags": flags,
         "all_bad": request.POST.get("all_bad") == "on",
-        "rewrite": {"text": rewrite} if rewrite.strip() else None,
+        "rewrite": {"role": "assistant", "content": rewrite} if rewrite.strip() else None,
         "time_spent_ms": max(time_spent_ms, 0) if time_spent_ms is not None else None,
     }
     return data, errors
@@ -146,8 +146,8 @@ def _render_page(
     turns = view.context
     folded = len(turns) > OPEN_TURNS_LIMIT
     rewrite = state.get("rewrite")
-    if isinstance(rewrite, dict):
-        rewrite = rewrite.get("text")
+    if isinstance(rewrite, dict):  # a message; saved before messages said content: a text
+        rewrite = rewrite.get("content", rewrite.get("text"))
     errors = errors or {}
     context = {
         "task": task,

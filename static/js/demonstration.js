@@ -111,7 +111,7 @@
     if (editing === index) {
       item.appendChild(editBox(turn, index, name));
     } else {
-      item.appendChild(el("div", "turn-body", turn.text));
+      item.appendChild(el("div", "turn-body", turn.content));
     }
     return item;
   }
@@ -119,7 +119,7 @@
   function editBox(turn, index, name) {
     var box = el("div", "demo-turn-edit");
     var area = el("textarea");
-    area.value = turn.text;
+    area.value = turn.content;
     area.rows = 5;
     area.setAttribute("aria-label", "Text of " + name);
     var problem = el("p", "field-error");
@@ -234,7 +234,7 @@
     showError("");
     state.turns.push({
       role: role,
-      text: text,
+      content: text,
       draft_id: role === "assistant" ? state.editor_draft_id : null,
     });
     state.editor = "";
@@ -252,8 +252,8 @@
 
   function finishEdit(index, text) {
     editing = null;
-    if (state.turns[index].text !== text) {
-      state.turns[index].text = text;
+    if (state.turns[index].content !== text) {
+      state.turns[index].content = text;
       forgetDraftsAfter(index);
       changed();
       render();

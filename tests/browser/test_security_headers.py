@@ -51,7 +51,10 @@ def test_pages_raise_no_csp_violations(page, strict_csp):
         assert response.headers["content-security-policy"] == STRICT
         page.wait_for_load_state("networkidle")
 
-    # The token field selects itself on focus (parley.js, no inline handler).
+    # A token is shown in full once, right after it is issued; its field selects itself on
+    # focus (parley.js, no inline handler).
+    page.get_by_role("button", name="Issue a new token").click()
+    page.wait_for_url("**/accounts/profile/")
     token = page.locator("#token-key")
     token.focus()
     assert page.evaluate(

@@ -92,7 +92,7 @@ def test_submit_after_a_stale_save_stores_what_the_page_shows(client, project, t
     client.get(reverse("demonstration", args=[task.pk]))  # page 2: a reload
     _save(task, trainer, "new page", page=2, seq=1)
     assert not _save(task, trainer, "old page, late", page=1, seq=9).stored
-    turns = [{"role": "user", "text": "Hi"}, {"role": "assistant", "text": "Shown here"}]
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Shown here"}]
     state = {"turns": turns, "editor": "", "page": 1, "seq": 10}  # even from the older page
     response = client.post(
         reverse("demonstration-submit", args=[task.pk]), {"state": json.dumps(state)}

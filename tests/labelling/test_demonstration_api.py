@@ -31,7 +31,7 @@ def test_claim_gives_a_pool_prompt_then_a_blank_task(api_client_for, project, tr
     assert response.status_code == 200
     body = response.json()
     assert body["kind"] == "demonstration" and body["state"] == "assigned"
-    assert body["context"] == [{"id": prompt.pk, "role": "user", "text": "How do tides work?"}]
+    assert body["context"] == [{"id": prompt.pk, "role": "user", "content": "How do tides work?"}]
     assert body["first_role"] == "assistant" and body["max_new_turns"] == project.max_turns - 1
     assert _claim(api_client_for(trainer)).json()["id"] == body["id"]  # the held task again
 
@@ -47,7 +47,7 @@ def test_claim_needs_the_annotate_capability(api_client_for, project, engineer, 
 def test_autosave_then_read_back(api_client_for, project, trainer):
     client = api_client_for(trainer)
     task_id = _claim(client).json()["id"]
-    data = {"turns": [{"role": "user", "text": "Hi", "draft_id": None}], "editor": "Hel"}
+    data = {"turns": [{"role": "user", "content": "Hi", "draft_id": None}], "editor": "Hel"}
     response = client.post(_task_url(task_id, "autosave"), {"data": data}, format="json")
     assert response.status_code == 200
     assert client.get(_task_url(task_id)).json()["autosave"] == data
@@ -57,8 +57,8 @@ def test_submit_stores_the_dialogue_once(api_client_for, project, trainer):
     client = api_client_for(trainer)
     task_id = _claim(client).json()["id"]
     turns = [
-        {"role": "user", "text": "What rhymes with orange?", "draft_id": None},
-        {"role": "assistant", "text": "Almost nothing; 'door hinge' comes close."},
+        {"role": "user", "content": "What rhymes with orange?", "draft_id": None},
+        {"role": "assistant", "content": "Almost nothing; 'door hinge' comes close."},
     ]
     first = client.post(_task_url(task_id, "submit"), {"turns": turns}, format="json")
     assert first.status_code == 200
@@ -74,13 +74,16 @@ def test_submit_stores_the_dialogue_once(api_client_for, project, trainer):
 @pytest.mark.parametrize(
     ("turns", "field"),
     [
-        ([{"role": "user", "text": ""}, {"role": "assistant", "text": "x"}], "turns[0].text"),
-        ([{"role": "user", "text": "Only a question"}], "turns"),
         (
-            [{"role": "user", "text": "a"}, {"role": "assistant", "text": "b" * 9000}],
-            "turns[1].text",
+            [{"role": "user", "content": ""}, {"role": "assistant", "content": "x"}],
+            "turns[0].content",
         ),
-        ([{"role": "assistant", "text": "b"}], "turns[0].role"),
+        ([{"role": "user", "content": "Only a question"}], "turns"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b" * 9000}],
+            "turns[1].content",
+        ),
+        ([{"role": "assistant", "content": "b"}], "turns[0].role"),
     ],
 )
 def test_invalid_submissions_are_400_naming_the_field(
@@ -98,7 +101,7 @@ def test_invalid_submissions_are_400_naming_the_field(
 def test_submitting_someone_elses_task_is_409(api_client_for, project, trainer):
     task_id = _claim(api_client_for(trainer)).json()["id"]
     other = MembershipFactory(project=project, user=UserFactory(username="otto")).user
-    turns = [{"role": "user", "text": "Hi"}, {"role": "assistant", "text": "Hello"}]
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     response = api_client_for(other).post(
         _task_url(task_id, "submit"), {"turns": turns}, format="json"
     )

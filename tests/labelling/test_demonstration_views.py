@@ -38,7 +38,7 @@ def _json_script(page: str, element_id: str):
 
 
 def _turn(role, text, draft_id=None):
-    return {"role": role, "text": text, "draft_id": draft_id}
+    return {"role": role, "content": text, "draft_id": draft_id}
 
 
 @pytest.fixture

@@ -122,7 +122,7 @@ def _autosave(task, user, turns, editor=""):
 
 
 def _turn(role, text, draft_id=None):
-    return {"role": role, "text": text, "draft_id": draft_id}
+    return {"role": role, "content": text, "draft_id": draft_id}
 
 
 def _scratch_left(task) -> int:
@@ -165,7 +165,7 @@ def test_claims_take_pool_prompts_oldest_first_then_blank(project, trainer):
     described = demo.demonstration_describe(blank)
     assert described["context"] == [] and described["first_role"] == "user"
     assert demo.demonstration_describe(task)["first_role"] == "assistant"
-    assert demo.demonstration_describe(task)["context"][0]["text"] == "How do I repot a cactus?"
+    assert demo.demonstration_describe(task)["context"][0]["content"] == "How do I repot a cactus?"
 
 
 @pytest.mark.django_db
@@ -225,7 +225,7 @@ def test_an_expired_lease_returns_the_task_with_or_without_its_autosave(project,
     again = _claim(project, successor)
     assert again == task and again.assignee == successor
     if keep:
-        assert demo.state_from_autosave(again.autosave)["turns"][0]["text"] == "Half an answer"
+        assert demo.state_from_autosave(again.autosave)["turns"][0]["content"] == "Half an answer"
     else:
         assert again.autosave == {}
     with pytest.raises(TaskConflict):
@@ -314,7 +314,7 @@ def test_a_seed_prompt_task_stores_the_dialogue_under_the_prompt(project, traine
     stored = [Message.objects.get(pk=pk) for pk in done.result["messages"]]
     assert done.result["conversation"] == prompt.conversation_id
     assert [m.role for m in stored] == ["assistant", "user", "assistant"]
-    assert [m.text for m in stored] == [t["text"] for t in turns]
+    assert [m.text for m in stored] == [t["content"] for t in turns]
     assert stored[0].parent == prompt
     assert [m.parent_id for m in stored[1:]] == [m.pk for m in stored[:-1]]
     assert all(m.author_user == trainer and m.author_model is None for m in stored)
@@ -353,12 +353,12 @@ LONG = "x" * 51
     ("seeded", "turns", "field"),
     [
         (False, [], "turns"),
-        (False, [_turn("user", "   "), _turn("assistant", "Hi")], "turns[0].text"),
-        (False, [_turn("user", "Hello"), _turn("assistant", "")], "turns[1].text"),
+        (False, [_turn("user", "   "), _turn("assistant", "Hi")], "turns[0].content"),
+        (False, [_turn("user", "Hello"), _turn("assistant", "")], "turns[1].content"),
         (False, [_turn("assistant", "I speak first?")], "turns[0].role"),
         (False, [_turn("user", "Hi"), _turn("user", "Hello?")], "turns[1].role"),
         (False, [_turn("user", "Hi"), _turn("assistant", "Hi"), _turn("user", "Bye")], "turns"),
-        (False, [_turn("user", "Hi"), _turn("assistant", LONG)], "turns[1].text"),
+        (False, [_turn("user", "Hi"), _turn("assistant", LONG)], "turns[1].content"),
         (True, [_turn("user", "A second prompt")], "turns[0].role"),
         (
             True,
@@ -368,7 +368,7 @@ LONG = "x" * 51
         (True, [_turn("assistant", "Reply", draft_id=999_999)], "turns[0].draft_id"),
         (False, [_turn("user", "Hi", draft_id=1), _turn("assistant", "Yo")], "turns[0].draft_id"),
         (False, "not a list", "turns"),
-        (False, [{"role": "robot", "text": "beep"}], "turns[0].role"),
+        (False, [{"role": "robot", "content": "beep"}], "turns[0].role"),
     ],
 )
 def test_invalid_submissions_are_refused_and_store_nothing(project, trainer, seeded, turns, field):
@@ -550,7 +550,7 @@ def test_draft_requests_are_refused_when_they_make_no_sense(project, trainer, dr
     _autosave(task, trainer, [_turn("user", "")])
     with pytest.raises(ValidationError) as caught:
         demo.demonstration_draft_request(task_id=task.pk, user=trainer)
-    assert "turns[0].text" in caught.value.message_dict
+    assert "turns[0].content" in caught.value.message_dict
     with pytest.raises(TaskConflict):
         demo.demonstration_draft_request(task_id=task.pk, user=_trainer(project, "otto"))
     project.draft_model = None
@@ -568,14 +568,38 @@ def test_draft_requests_are_refused_when_they_make_no_sense(project, trainer, dr
 @pytest.mark.django_db
 def test_state_from_autosave_tolerates_anything_an_api_client_stored(project, trainer):
     shaped = demo.state_from_autosave(
-        {"turns": [{"role": "user", "text": "ok"}, {"role": "bad"}, "junk"], "editor": 5}
+        {"turns": [{"role": "user", "content": "ok"}, {"role": "bad"}, "junk"], "editor": 5}
     )
     assert shaped == {
-        "turns": [{"role": "user", "text": "ok", "draft_id": None}],
+        "turns": [{"role": "user", "content": "ok", "draft_id": None}],
         "editor": "",
         "editor_draft_id": None,
     }
     assert demo.state_from_autosave(None)["turns"] == []
+
+
+@pytest.mark.django_db
+def test_an_autosave_of_the_old_text_shape_is_read_as_content(project, trainer):
+    """Work saved before turns said `content` still comes back, in the new shape."""
+    old = {
+        "turns": [
+            {"role": "user", "text": "Saved last week", "draft_id": None},
+            {"role": "assistant", "text": "An answer", "draft_id": 7},
+        ],
+        "editor": "half",
+    }
+    shaped = demo.state_from_autosave(old)
+    assert shaped["turns"] == [
+        {"role": "user", "content": "Saved last week", "draft_id": None},
+        {"role": "assistant", "content": "An answer", "draft_id": 7},
+    ]
+    assert all("text" not in turn for turn in shaped["turns"])
+    # A page that was opened before the change and saves in the old shape is stored in the new.
+    assert demo.parse_state(old)["turns"][0] == {
+        "role": "user",
+        "content": "Saved last week",
+        "draft_id": None,
+    }
 
 
 @pytest.mark.django_db

@@ -90,7 +90,7 @@ def ctx(project, trainer, lead, api_client_for):
 
 def _demo_state(bad: Bad) -> str:
     text, draft_id = lit(bad, "text", '"An answer"'), lit(bad, "id", "null")
-    turn = f'{{"role": "assistant", "text": {text}, "draft_id": {draft_id}}}'
+    turn = f'{{"role": "assistant", "content": {text}, "draft_id": {draft_id}}}'
     number = lit(bad, "number", "2")
     return f'{{"turns": [{turn}], "editor_draft_id": {number}}}'
 
@@ -100,7 +100,7 @@ def _ranking_body(ctx, bad: Bad) -> str:
     groups = ", ".join([f"[{lit(bad, 'id', str(first))}]", *(f"[{c}]" for c in rest)])
     rewrite = lit(bad, "text", '"A better reply"')
     time = lit(bad, "number", "1000")
-    return f'{{"order": [{groups}], "rewrite": {{"text": {rewrite}}}, "time_spent_ms": {time}}}'
+    return f'{{"order": [{groups}], "rewrite": {{"content": {rewrite}}}, "time_spent_ms": {time}}}'
 
 
 # Each door: what it needs and how to send a bad value through it. `slots` are the slots a bad

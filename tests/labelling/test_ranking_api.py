@@ -40,7 +40,7 @@ def test_claim_read_and_submit_a_ranking(api_client_for, project, trainer):
         "order": [[b], [a, c], [d]],
         "flags": {str(d): ["harmful"]},
         "all_bad": False,
-        "rewrite": {"text": "Here is a better answer."},
+        "rewrite": {"content": "Here is a better answer."},
         "time_spent_ms": 12000,
     }
     response = submit(client, task["id"], body)
@@ -68,7 +68,7 @@ def test_submitting_twice_stores_one_ranking(api_client_for, project, trainer):
     ranking_set = make_ranking_set(project)
     client = api_client_for(trainer)
     task_id = next_task(client).json()["id"]
-    body = {"order": [[i] for i in candidate_ids(ranking_set)], "rewrite": {"text": "Better."}}
+    body = {"order": [[i] for i in candidate_ids(ranking_set)], "rewrite": {"content": "Better."}}
     first = submit(client, task_id, body)
     second = submit(client, task_id, body)
     assert first.status_code == second.status_code == 200

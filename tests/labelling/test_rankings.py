@@ -40,7 +40,7 @@ def test_claim_describes_the_context_candidates_and_flag_labels(project, trainer
         "content": "Turn 3 (user)",
     }
     assert sorted(c["id"] for c in described["candidates"]) == candidate_ids(ranking_set)
-    assert all(c["text"].startswith("Candidate reply") for c in described["candidates"])
+    assert all(c["content"].startswith("Candidate reply") for c in described["candidates"])
     # Only the schema's yes/no flags; the Likert "quality" label is not a flag.
     assert [label["name"] for label in described["labels"]] == [
         "harmful", "untruthful", "fails_instruction", "pii", "wrong_language",
@@ -204,7 +204,7 @@ def test_submit_stores_order_ties_flags_and_time(project, trainer):
 def test_a_rewrite_is_a_human_reply_beside_the_candidates(project, trainer):
     ranking_set = make_ranking_set(project)
     task = claim(project, trainer)
-    rank(task, trainer, all_bad=True, rewrite={"text": "A much better reply."})
+    rank(task, trainer, all_bad=True, rewrite={"content": "A much better reply."})
     ranking = Ranking.objects.get()
     rewrite = ranking.rewrite
     assert ranking.all_bad is True
@@ -215,11 +215,25 @@ def test_a_rewrite_is_a_human_reply_beside_the_candidates(project, trainer):
     assert Task.objects.get(pk=task.pk).result == {"ranking": ranking.pk, "rewrite": rewrite.pk}
 
 
+def test_a_rewrite_in_the_old_text_shape_is_still_read(project, trainer):
+    make_ranking_set(project)
+    task = claim(project, trainer)
+    rank(task, trainer, rewrite={"text": "Sent by an older client."})
+    assert Ranking.objects.get().rewrite.text == "Sent by an older client."
+
+
+def test_a_candidate_is_a_message_with_role_and_content(project, trainer):
+    make_ranking_set(project)
+    described = task_describe(claim(project, trainer))
+    assert {tuple(sorted(c)) for c in described["candidates"]} == {("content", "id", "role")}
+    assert {c["role"] for c in described["candidates"]} == {"assistant"}
+
+
 def test_submitting_twice_stores_one_ranking(project, trainer):
     ranking_set = make_ranking_set(project)
     task = claim(project, trainer)
-    first = rank(task, trainer, rewrite={"text": "Better."})
-    second = rank(task, trainer, rewrite={"text": "Better."})
+    first = rank(task, trainer, rewrite={"content": "Better."})
+    second = rank(task, trainer, rewrite={"content": "Better."})
     assert first.result == second.result
     assert Ranking.objects.count() == 1
     assert Message.objects.filter(author_user=trainer).count() == 1
@@ -242,7 +256,13 @@ def _bad_submissions(ids):
         "flags shape": ({"flags": ["harmful"]}, "flags", "object"),
         "all_bad": ({"all_bad": "yes"}, "all_bad", "true or false"),
         "rewrite shape": ({"rewrite": "text"}, "rewrite", "null or"),
-        "empty rewrite": ({"rewrite": {"text": "  "}}, "rewrite", "empty"),
+        "empty rewrite": ({"rewrite": {"content": "  "}}, "rewrite", "empty"),
+        "rewrite as user": (
+            {"rewrite": {"role": "user", "content": "x"}},
+            "rewrite",
+            "role is assistant",
+        ),
+        "rewrite extra": ({"rewrite": {"content": "x", "text": "y"}}, "rewrite", "unexpected"),
         "negative time": ({"time_spent_ms": -1}, "time_spent_ms", "0 or more"),
         "time as text": ({"time_spent_ms": "12"}, "time_spent_ms", "whole number"),
         "typo": ({"flag": {}}, "flag", "Unexpected field"),

@@ -74,9 +74,20 @@ def test_engineer_creates_and_regenerates_a_token(project, engineer):
     response = client.post(reverse("token-regenerate"), {"csrfmiddlewaretoken": str(csrf)})
     assert response.status_code == 302
     first = Token.objects.get(user=engineer).key
-    assert first in client.get(reverse("profile")).content.decode()
+    shown = client.get(reverse("profile")).content.decode()
+    # Right after it is made: in full, once, with a clear word to copy it now.
+    assert f'value="{first}"' in shown
+    assert "Your API token is ready" in shown and "Copy it now" in shown
+    assert "only time Parley shows it" in shown and 'data-copy="token-key"' in shown
+    # Afterwards: only its last characters.
+    again = client.get(reverse("profile")).content.decode()
+    assert first not in again and f"…{first[-4:]}" in again and "issued" in again
     client.post(reverse("token-regenerate"), {"csrfmiddlewaretoken": str(csrf)})
-    assert Token.objects.get(user=engineer).key != first
+    second = Token.objects.get(user=engineer).key
+    assert second != first
+    reissued = client.get(reverse("profile")).content.decode()
+    assert f'value="{second}"' in reissued and "Your new API token" in reissued
+    assert "the previous token no longer works" in reissued
 
 
 def test_logout_is_a_post(client, trainer):

@@ -196,7 +196,9 @@ def test_get_after_the_worker_ran_shows_done_with_n_outputs(
     assert body["state"] == "done" and body["queue_position"] is None
     assert body["attempts"] == 1
     assert [o["index"] for o in body["outputs"]] == [0, 1, 2]
-    assert all(isinstance(o["text"], str) for o in body["outputs"])
+    assert all(isinstance(o["content"], str) for o in body["outputs"])
+    assert {o["role"] for o in body["outputs"]} == {"assistant"}
+    assert all("text" not in o for o in body["outputs"])
     assert body["prompt_tokens"] > 0 and body["completion_tokens"] > 0
     timings = body["timings"]
     assert timings["queued_at"] <= timings["started_at"] <= timings["finished_at"]

@@ -3,7 +3,15 @@
 from django.urls import path
 
 import annotations.urls_converters  # noqa: F401 (registers <id:...>)
-from labelling.views import demonstrations, imports, pages, rankings, reviews
+from labelling.views import (
+    dashboard_agreement,
+    dashboards,
+    demonstrations,
+    imports,
+    pages,
+    rankings,
+    reviews,
+)
 
 urlpatterns = [
     # Every member: home, a project's page, the profile with the API token.
@@ -57,5 +65,33 @@ urlpatterns = [
         "p/<slug:slug>/reviews/<id:pk>/decide/",
         reviews.prompt_report_decision,
         name="prompt-report-decide",
+    ),
+    # Dashboards: the overview, trainers (a trainer's own page too) and length bias.
+    path("p/<slug:slug>/dashboard/", dashboards.overview, name="dashboard-overview"),
+    path("p/<slug:slug>/dashboard/trainers/", dashboards.trainers, name="dashboard-trainers"),
+    path(
+        "p/<slug:slug>/dashboard/trainers/<str:username>/",
+        dashboards.trainer,
+        name="dashboard-trainer",
+    ),
+    path("p/<slug:slug>/dashboard/length/", dashboards.length_bias, name="dashboard-length"),
+    # Dashboards: agreement, one set's drill-down, model leaderboard, actions (dashboard_agreement).
+    path(
+        "p/<slug:slug>/dashboard/agreement/",
+        dashboard_agreement.agreement_page,
+        name="dashboard-agreement",
+    ),
+    path(
+        "p/<slug:slug>/dashboard/sets/<id:pk>/",
+        dashboard_agreement.set_page,
+        name="dashboard-set",
+    ),
+    path(
+        "p/<slug:slug>/dashboard/models/", dashboard_agreement.models_page, name="dashboard-models"
+    ),
+    path(
+        "p/<slug:slug>/dashboard/actions/",
+        dashboard_agreement.actions_page,
+        name="dashboard-actions",
     ),
 ]

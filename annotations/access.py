@@ -117,12 +117,13 @@ def capabilities_of(role: str | None) -> set[str]:
 
 
 # The capabilities a member is told they have (the project API), each with what it opens. Only
-# those whose pages or endpoints exist: `dashboards` guards none yet, so nobody is told of it.
+# those whose pages or endpoints exist.
 LISTED_CAPABILITIES: dict[str, str] = {
     "annotate": "write demonstrations and rank replies (tasks: pages and /api/v1/tasks/)",
     "manage": "run the project: settings, members, imports, reviews and exclusions "
     "(/p/<slug>/settings/, /members/, /import/, /reviews/)",
     "explore": "browse and search what was collected (/p/<slug>/explore/)",
+    "dashboards": "throughput, agreement, trainers, length bias and models (/p/<slug>/dashboard/)",
     "export": "export datasets (/p/<slug>/exports/, /api/v1/projects/<slug>/exports/)",
     "generate": "ask models for replies (/p/<slug>/generations/, .../generations/ API)",
     "train": "run SFT, RM and PPO training (/p/<slug>/training/, .../training-runs/ API)",

@@ -20,7 +20,8 @@ Definitions used throughout:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import combinations
 
 Order = Sequence[Sequence[int]]
@@ -221,3 +222,90 @@ def _reaches(beats: dict[int, set[int]], start: int, goal: int) -> bool:
                 seen.add(nxt)
                 stack.append(nxt)
     return False
+
+
+def agreement_with_consensus(
+    order: Order, others: Sequence[Order], candidates: Sequence[int]
+) -> float | None:
+    """Pairwise agreement of `order` with the `consensus_order` of `others`.
+
+    The share of candidate pairs on which `order` and that consensus have the same relation
+    (both a above b, both below, or both tied), as in `pairwise_agreement` for two orders. None
+    when `others` is empty (there is no consensus to agree with) or they share no pair.
+    """
+    if not others:
+        return None
+    consensus = consensus_order(others, candidates)
+    return pairwise_agreement([order, consensus])
+
+
+def leave_one_out_agreement(
+    orders: Sequence[Order], candidates: Sequence[int]
+) -> list[float | None]:
+    """For each order, pairwise agreement with the consensus_order of the *other* orders (None
+    when it is the only order).
+
+    This is how far each trainer stands from what the rest of the set decided without them, so a
+    trainer is never measured against a consensus their own order helped make.
+    """
+    return [
+        agreement_with_consensus(order, [*orders[:i], *orders[i + 1 :]], candidates)
+        for i, order in enumerate(orders)
+    ]
+
+
+def length_pairs(order: Order, lengths: Mapping[int, int]) -> list[tuple[int, bool]]:
+    """Each strict pair with different lengths as (longer minus shorter in characters, longer won).
+
+    Tied candidates give no pair (as in `pairs_from_order`), nor do two replies of equal length,
+    nor an id missing from `lengths` (an order naming a message that is not a candidate).
+    """
+    result: list[tuple[int, bool]] = []
+    for winner, loser in pairs_from_order(order):
+        won, lost = lengths.get(winner), lengths.get(loser)
+        if won is not None and lost is not None and won != lost:
+            result.append((abs(won - lost), won > lost))
+    return result
+
+
+def length_preference(order: Order, lengths: Mapping[int, int]) -> tuple[int, int]:
+    """(pairs whose two replies differ in length, of those the pairs the longer reply won)."""
+    pairs = length_pairs(order, lengths)
+    return len(pairs), sum(longer_won for _, longer_won in pairs)
+
+
+@dataclass(frozen=True)
+class OrderQuality:
+    """What one ranking contributes to the dashboards, as stored on `Ranking`."""
+
+    consensus_agreement: float | None
+    length_pairs: int
+    longer_preferred: int
+
+
+def orders_quality(
+    orders: Sequence[Order],
+    counted: Sequence[bool],
+    candidates: Sequence[int],
+    lengths: Mapping[int, int],
+) -> list[OrderQuality]:
+    """Each order's agreement with the consensus of the *counted* other orders, and its length
+    preference.
+
+    `counted[i]` is False for an order a lead excluded: it is still measured (against the
+    consensus of the counted others) but never counts towards anyone else's consensus.
+    """
+    if len(counted) != len(orders):
+        raise ValueError("orders and counted must have the same length.")
+    result = []
+    for i, order in enumerate(orders):
+        others = [other for j, other in enumerate(orders) if j != i and counted[j]]
+        pairs, longer = length_preference(order, lengths)
+        result.append(
+            OrderQuality(
+                consensus_agreement=agreement_with_consensus(order, others, candidates),
+                length_pairs=pairs,
+                longer_preferred=longer,
+            )
+        )
+    return result

@@ -1,17 +1,24 @@
 """Ranking sets and their rankings: creating sets with their candidates, cancelling them,
 storing one trainer's ranking, and finishing a set with a consensus order and agreement once
-enough rankings are in."""
+enough rankings are in (again, for many sets at once, after a lead excludes rankings)."""
 
+import json
 from collections.abc import Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
 from annotations.models import Message, Project, Ranking, RankingCandidate, RankingSet
-from annotations.selectors import thread_to
+from annotations.ranking_quality import (
+    rankings_quality_apply,
+    rankings_quality_store,
+    set_candidates,
+    set_rankings,
+)
+from annotations.selectors import exclusion_standing, thread_to
 
 State = RankingSet.State
 
@@ -21,7 +28,10 @@ def ranking_set_finalize(*, ranking_set: RankingSet) -> RankingSet:
     """Complete the set when `rankings_count` reaches `rankings_needed`; returns it fresh.
 
     Consensus, agreement and Kendall tau come from the set's rankings that a lead has not
-    excluded. A set still sampling, cancelled, or short of rankings is returned unchanged.
+    excluded. Every ranking of the set, excluded ones too, gets its quality figures (agreement
+    with the consensus of the counting others, length preference; see
+    `annotations.ranking_quality`) in the same transaction, in one statement. A set still
+    sampling, cancelled, or short of rankings is returned unchanged.
     Calling it again on a complete set recomputes the figures from the same rankings (so the
     result is the same), keeping `completed_at`; after a lead excludes a ranking, calling it
     refreshes them.
@@ -31,19 +41,10 @@ def ranking_set_finalize(*, ranking_set: RankingSet) -> RankingSet:
         return locked
     if locked.state != State.COMPLETE and locked.rankings_count < locked.rankings_needed:
         return locked
-    candidates = list(
-        RankingCandidate.objects.filter(ranking_set=locked)
-        .order_by("position")
-        .values_list("message_id", flat=True)
-    )
-    orders = list(
-        locked.rankings.filter(is_excluded=False)
-        .order_by("created_at", "id")
-        .values_list("order", flat=True)
-    )
-    locked.consensus = consensus_order(orders, candidates)
-    locked.agreement = pairwise_agreement(orders)
-    locked.kendall_tau = kendall_tau(orders)
+    entries = set_candidates([locked.pk]).get(locked.pk, [])
+    rankings = set_rankings([locked.pk]).get(locked.pk, [])
+    _figures_apply(locked, rankings, entries)
+    rankings_quality_store(rankings)
     fields = ["consensus", "agreement", "kendall_tau"]
     if locked.state != State.COMPLETE:
         locked.state = State.COMPLETE
@@ -51,6 +52,72 @@ def ranking_set_finalize(*, ranking_set: RankingSet) -> RankingSet:
         fields += ["state", "completed_at"]
     locked.save(update_fields=fields)
     return locked
+
+
+def _figures_apply(
+    ranking_set: RankingSet, rankings: Sequence[Ranking], entries: Sequence[tuple[int, int]]
+) -> None:
+    """Set a set's consensus, agreement and tau from its counting rankings, and every ranking's
+    quality figures, in memory. `entries` are the candidates as (message id, text length)."""
+    candidates = [message_id for message_id, _ in entries]
+    orders = [ranking.order for ranking in rankings if not ranking.is_excluded]
+    ranking_set.consensus = consensus_order(orders, candidates)
+    ranking_set.agreement = pairwise_agreement(orders)
+    ranking_set.kendall_tau = kendall_tau(orders)
+    rankings_quality_apply(rankings, candidates, dict(entries))
+
+
+@transaction.atomic
+def ranking_sets_refinalize(*, ranking_set_ids: Sequence[int], batch: int = 2000) -> int:
+    """Recompute consensus, agreement, kendall_tau and every ranking's quality figures of the
+    given COMPLETE sets from their non-excluded rankings, a few queries per batch, keeping state
+    and completed_at; returns how many sets were written (sets not complete are skipped).
+
+    The same figures as `ranking_set_finalize` gives each set, for the thousands of sets a lead's
+    exclusion touches. The caller holds the sets' row locks (or does not need them).
+    """
+    if batch < 1:
+        raise ValueError("batch must be at least 1.")
+    ids = list(
+        RankingSet.objects.filter(pk__in=list(ranking_set_ids), state=State.COMPLETE)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        candidates, rankings = set_candidates(chunk), set_rankings(chunk)
+        sets = [RankingSet(pk=pk) for pk in chunk]
+        changed: list[Ranking] = []
+        for ranking_set in sets:
+            ranked = rankings.get(ranking_set.pk, [])
+            _figures_apply(ranking_set, ranked, candidates.get(ranking_set.pk, []))
+            changed.extend(ranked)
+        _set_figures_store(sets)
+        rankings_quality_store(changed)
+    return len(ids)
+
+
+def _set_figures_store(sets: Sequence[RankingSet]) -> None:
+    """Write the sets' consensus, agreement and tau in one statement (see
+    `rankings_quality_store` for why not `bulk_update` on PostgreSQL)."""
+    if not sets:
+        return
+    if connection.vendor != "postgresql":
+        RankingSet.objects.bulk_update(sets, ["consensus", "agreement", "kendall_tau"], 500)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            'UPDATE "annotations_rankingset" AS s SET consensus = v.consensus::jsonb,'
+            " agreement = v.agreement, kendall_tau = v.tau"
+            " FROM unnest(%s::bigint[], %s::text[], %s::double precision[],"
+            " %s::double precision[]) AS v(id, consensus, agreement, tau) WHERE s.id = v.id",
+            [
+                [s.pk for s in sets],
+                [json.dumps(s.consensus) for s in sets],
+                [s.agreement for s in sets],
+                [s.kendall_tau for s in sets],
+            ],
+        )
 
 
 @transaction.atomic
@@ -141,11 +208,16 @@ def ranking_create(
     The caller holds the set's row lock (`select_for_update`) and has checked that the set is
     collecting and that `annotator` has not ranked it: with the row locked, counting up in Python
     cannot lose a concurrent ranking, and exactly one ranking sees the count reach N.
-    `ranking_set.rankings_count` is the new count when this returns.
+    `ranking_set.rankings_count` is the new count when this returns. A ranking stored while a
+    lead's exclusion of `annotator` stands in the project is stored excluded.
     """
+    # A ranking by a trainer whom a lead's standing exclusion covers never counts.
     ranking = Ranking.objects.create(
         ranking_set=ranking_set,
         annotator=annotator,
+        is_excluded=exclusion_standing(
+            project_id=ranking_set.project_id, annotator_id=annotator.pk
+        ),
         order=order,
         flags=flags,
         all_bad=all_bad,

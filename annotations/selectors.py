@@ -1,8 +1,9 @@
 """Reads of conversation trees and project data."""
 
 from django.db.models import QuerySet
+from django.utils import timezone
 
-from annotations.models import Conversation, Message, Project
+from annotations.models import AnnotatorExclusion, Conversation, Message, Project
 
 
 def thread_to(message: Message) -> list[Message]:
@@ -40,3 +41,16 @@ def conversation_external_ids(*, project: Project, prefix: str = "") -> QuerySet
     else:
         conversations = conversations.exclude(external_id="")
     return conversations.values_list("external_id", flat=True)
+
+
+def exclusion_standing(*, project_id: int, annotator_id: int | None) -> bool:
+    """Whether a ranking `annotator_id` stores in the project now is excluded at once (a lead's
+    exclusion of them stands and has begun)."""
+    if annotator_id is None:
+        return False
+    return AnnotatorExclusion.objects.filter(
+        project_id=project_id,
+        annotator_id=annotator_id,
+        lifted_at__isnull=True,
+        since__lte=timezone.now(),
+    ).exists()

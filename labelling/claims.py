@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from annotations.access import AccessDenied, can
 from annotations.models import Project
+from annotations.selectors import exclusion_standing
 from annotations.text import check_storable_json, check_storable_text
 from labelling.kinds import task_kind
 from labelling.leases import TaskConflict, lease_deadline, require_holder, task_for_member
@@ -201,6 +202,12 @@ def task_claim_next(*, project: Project, user: AbstractBaseUser, kind: str) -> T
     if not can(user, project, "annotate"):
         raise AccessDenied(project, "annotate")
     handler = task_kind(kind)
+    if kind == Task.Kind.RANKING and exclusion_standing(
+        project_id=project.pk, annotator_id=user.pk
+    ):
+        # A lead excluded this trainer's rankings: one would not count, and would take a slot
+        # that a counting ranking needs.
+        return None
     claim = _claim_in_one_statement if connection.vendor == "postgresql" else _claim_through_the_orm
     times = {"assigned_at": timezone.now(), "lease_expires_at": lease_deadline(project)}
     task, newly_claimed = claim(handler, project, user, **times)

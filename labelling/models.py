@@ -140,3 +140,132 @@ class RankingSetSampling(models.Model):
 
     def __str__(self) -> str:
         return f"Generation {self.generation_request_id} samples set {self.ranking_set_id}"
+
+
+# --- Dashboard rollups -------------------------------------------------------------------------
+# Sums the dashboards read instead of the raw rows, one row per project and day (and trainer, or
+# dimension value). Written only by `labelling.dashboards.rollups`; see its docstring for how
+# they are kept current and how stale they may be.
+
+
+class DashboardState(models.Model):
+    """How far a project's rollups have been brought: rows up to `refreshed_through` are in."""
+
+    project = models.OneToOneField(
+        Project, on_delete=models.CASCADE, related_name="dashboard_state"
+    )
+    refreshed_through = models.DateTimeField(null=True, blank=True)
+    rebuilt_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Dashboards of {self.project} through {self.refreshed_through}"
+
+
+class DailyRollup(models.Model):
+    """A project's day: completed sets (by `completed_at`), tasks done, drafts, generations."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    sets_completed = models.PositiveIntegerField(default=0)
+    agreement_sum = models.FloatField(default=0.0)
+    agreement_count = models.PositiveIntegerField(default=0)
+    # {"0.6667": sets}: set agreements rounded to 4 places, for the distribution and bootstrap.
+    agreement_values = models.JSONField(default=dict)
+    # Each non-excluded ranking's agreement with the consensus of its set's other rankings
+    # (`Ranking.consensus_agreement`): what a trainer's own figure is compared with.
+    ranking_agreement_sum = models.FloatField(default=0.0)
+    ranking_agreement_count = models.PositiveIntegerField(default=0)
+    # Summed `rank_coincidences` of the non-excluded rankings (Krippendorff's alpha).
+    coincidences = models.JSONField(default=list)
+    # {flag name: FleissTally.to_json()} over the non-excluded rankings' flags.
+    flag_tallies = models.JSONField(default=dict)
+    # {winner: {loser: n}} from each set's consensus; a human-written candidate is "human".
+    model_wins = models.JSONField(default=dict)
+    # {kind: n} and {kind: [histogram of seconds from assignment to done]}.
+    tasks_done = models.JSONField(default=dict)
+    task_seconds = models.JSONField(default=dict)
+    # Generation requests finished this day: histogram of seconds from queued to finished.
+    generation_seconds = models.JSONField(default=list)
+    generations_failed = models.PositiveIntegerField(default=0)
+    # Human-written assistant turns, those started from a model draft, their edit distances.
+    assistant_turns = models.PositiveIntegerField(default=0)
+    from_draft = models.PositiveIntegerField(default=0)
+    edit_distances = models.JSONField(default=list)
+    active_trainers = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["project", "day"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day"], name="daily_rollup_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} on {self.day}"
+
+
+class TrainerDay(models.Model):
+    """A trainer's running totals in a project up to and including `day` (a row only for days
+    they did something): tasks done by then, and their rankings of the sets completed by then
+    (quality figures are known only once a set completes).
+
+    Running totals, so that a date range's figures for every trainer come from two rows per
+    trainer (the last on or before the range's end, less the last before its start) instead of
+    one row per trainer and day.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    tasks_done = models.JSONField(default=dict)
+    task_seconds = models.JSONField(default=list)
+    rankings = models.PositiveIntegerField(default=0)
+    excluded_rankings = models.PositiveIntegerField(default=0)
+    agreement_sum = models.FloatField(default=0.0)
+    agreement_count = models.PositiveIntegerField(default=0)
+    all_bad = models.PositiveIntegerField(default=0)
+    flags_raised = models.PositiveIntegerField(default=0)
+    length_pairs = models.PositiveIntegerField(default=0)
+    longer_preferred = models.PositiveIntegerField(default=0)
+    # [[pairs, longer won], ...] per length-difference bucket (rollups.LENGTH_EDGES).
+    length_buckets = models.JSONField(default=list)
+    drafts_used = models.PositiveIntegerField(default=0)
+    drafts_unedited = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["project", "day", "user"]
+        indexes = [models.Index(fields=["project", "user", "day"])]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day", "user"], name="trainer_day_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.project_id} on {self.day}"
+
+
+class GroupDay(models.Model):
+    """Set agreement of a day's completed sets grouped by candidate model, prompt language or
+    conversation tag (a set counts once under each of its models and tags)."""
+
+    class Dimension(models.TextChoices):
+        MODEL = "model", "Candidate model"
+        LANGUAGE = "language", "Prompt language"
+        TAG = "tag", "Tag"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    dimension = models.CharField(max_length=16, choices=Dimension.choices)
+    value = models.CharField(max_length=200)
+    sets = models.PositiveIntegerField(default=0)
+    agreement_sum = models.FloatField(default=0.0)
+    agreement_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["project", "day", "dimension", "value"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "day", "dimension", "value"], name="group_day_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.dimension}={self.value} in {self.project_id} on {self.day}"

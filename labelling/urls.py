@@ -4,6 +4,8 @@ from django.urls import path
 
 import annotations.urls_converters  # noqa: F401 (registers <id:...>)
 from labelling.views import (
+    dashboard_agreement,
+    dashboards,
     demonstrations,
     explorer,
     imports,
@@ -112,4 +114,32 @@ urlpatterns = [
     path("p/<slug:slug>/members/", members.members, name="members"),
     path("p/<slug:slug>/members/<id:pk>/role", members.member_role, name="member-role"),
     path("p/<slug:slug>/members/<id:pk>/remove", members.member_remove_view, name="member-remove"),
+    # Dashboards: the overview, trainers (a trainer's own page too) and length bias.
+    path("p/<slug:slug>/dashboard/", dashboards.overview, name="dashboard-overview"),
+    path("p/<slug:slug>/dashboard/trainers/", dashboards.trainers, name="dashboard-trainers"),
+    path(
+        "p/<slug:slug>/dashboard/trainers/<str:username>/",
+        dashboards.trainer,
+        name="dashboard-trainer",
+    ),
+    path("p/<slug:slug>/dashboard/length/", dashboards.length_bias, name="dashboard-length"),
+    # Dashboards: agreement, one set's drill-down, model leaderboard, actions (dashboard_agreement).
+    path(
+        "p/<slug:slug>/dashboard/agreement/",
+        dashboard_agreement.agreement_page,
+        name="dashboard-agreement",
+    ),
+    path(
+        "p/<slug:slug>/dashboard/sets/<id:pk>/",
+        dashboard_agreement.set_page,
+        name="dashboard-set",
+    ),
+    path(
+        "p/<slug:slug>/dashboard/models/", dashboard_agreement.models_page, name="dashboard-models"
+    ),
+    path(
+        "p/<slug:slug>/dashboard/actions/",
+        dashboard_agreement.actions_page,
+        name="dashboard-actions",
+    ),
 ]

@@ -259,7 +259,15 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("PARLEY_COMPARISON_TOP_UP_SECONDS", default=60.0),
         "options": {"expires": env.float("PARLEY_COMPARISON_TOP_UP_SECONDS", default=60.0)},
     },
+    # The dashboards' rollups: figures are at most this many seconds (plus one run) stale.
+    "refresh-dashboards": {
+        "task": "labelling.dashboards.tasks.refresh_dashboards",
+        "schedule": env.float("PARLEY_DASHBOARD_REFRESH_SECONDS", default=60.0),
+        "options": {"expires": env.float("PARLEY_DASHBOARD_REFRESH_SECONDS", default=60.0)},
+    },
 }
+# Task modules outside `<app>.tasks`, which autodiscovery does not find.
+CELERY_IMPORTS = ("labelling.dashboards.tasks",)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Parley ---------------------------------------------------------------------------------

@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 
 from annotations.agreement import (
+    agreement_with_consensus,
     consensus_order,
     kendall_tau,
     kendall_tau_b,
+    leave_one_out_agreement,
+    length_pairs,
+    length_preference,
+    orders_quality,
     pair_margins,
     pair_relation,
     pair_votes,
@@ -225,3 +230,49 @@ def test_consensus_without_orders_ties_everything_and_ignores_strangers():
     # Ids outside the candidates are ignored; a candidate no order mentions is tied with all.
     orders = [[[1], [2], [99]], [[1], [99], [2]]]
     assert consensus_order(orders, [1, 2, 3]) == [[1, 3], [2]]
+
+
+# --- leave-one-out agreement and length preference -----------------------------------------
+
+A, B, C = 1, 2, 3
+
+
+def test_each_trainer_against_the_consensus_of_the_others():
+    # r1 a>b>c, r2 a>c>b, r3 b>a>c.
+    # Without r1: a>c 2-0, a-b and b-c split: consensus [[a, b], [c]]. r1 agrees on a-c and
+    # b-c, not on a-b (r1 says a>b, the consensus ties them): 2/3.
+    # Without r2: a>c and b>c 2-0, a-b split: [[a, b], [c]]. r2 agrees on a-c only: 1/3.
+    # Without r3: a>b, a>c 2-0, b-c split: [[a], [b, c]]. r3 agrees on a-c only: 1/3.
+    orders = [[[A], [B], [C]], [[A], [C], [B]], [[B], [A], [C]]]
+    assert leave_one_out_agreement(orders, [A, B, C]) == pytest.approx([2 / 3, 1 / 3, 1 / 3])
+
+
+def test_a_lone_order_has_no_others_to_agree_with():
+    assert leave_one_out_agreement([[[A], [B]]], [A, B]) == [None]
+    assert leave_one_out_agreement([], [A, B]) == []
+    assert agreement_with_consensus([[A], [B]], [], [A, B]) is None
+
+
+def test_length_pairs_skip_ties_and_equal_lengths():
+    lengths = {A: 10, B: 30, C: 10}
+    # b>a>c: b beat a (30 vs 10) and c, both won by the longer; a-c have equal lengths.
+    assert length_pairs([[B], [A], [C]], lengths) == [(20, True), (20, True)]
+    assert length_preference([[B], [A], [C]], lengths) == (2, 2)
+    # a and c tied above b: their pair gives nothing; both beat the longer b.
+    assert length_pairs([[A, C], [B]], lengths) == [(20, False), (20, False)]
+    assert length_preference([[A, C], [B]], lengths) == (2, 0)
+    assert length_preference([[A, B, C]], lengths) == (0, 0)
+    # An id that is not a candidate (no length) gives no pair.
+    assert length_pairs([[B], [99], [A]], lengths) == [(20, True)]
+
+
+def test_an_excluded_order_is_measured_but_never_counts_for_the_others():
+    lengths = {A: 6, B: 7, C: 11}
+    orders = [[[A], [B], [C]], [[A], [B], [C]], [[C], [B], [A]]]
+    figures = orders_quality(orders, [True, True, False], [A, B, C], lengths)
+    # r1 against r2 alone (the spammer does not count): full agreement. Had the spammer counted,
+    # every pair would split 1-1 against r2 and the consensus would tie everything: 0.
+    assert [f.consensus_agreement for f in figures] == [1.0, 1.0, 0.0]
+    assert [(f.length_pairs, f.longer_preferred) for f in figures] == [(3, 0), (3, 0), (3, 3)]
+    counted_all = orders_quality(orders, [True, True, True], [A, B, C], lengths)
+    assert counted_all[0].consensus_agreement == 0.0

@@ -1,19 +1,26 @@
 """Ranking sets: creating them with their candidates, cancelling them, and finishing them with
 consensus and agreement once their N rankings are in."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from annotations.models import Message, Ranking, RankingCandidate, RankingSet
+from annotations.models import AnnotatorExclusion, Message, Ranking, RankingCandidate, RankingSet
 from annotations.rankings import (
+    ranking_create,
     ranking_set_cancel,
     ranking_set_collect,
     ranking_set_create,
     ranking_set_finalize,
     ranking_set_resampled,
+    ranking_sets_refinalize,
 )
 from annotations.services import conversation_start, message_add
-from tests.factories import ModelVersionFactory, ProjectFactory, UserFactory
+from tests.factories import ModelVersionFactory, ProjectFactory, UserFactory, ranked_set, say, start
 
 pytestmark = pytest.mark.django_db
 
@@ -105,6 +112,131 @@ def test_a_lead_excluding_a_ranking_later_refreshes_the_figures(ranking_set):
     Ranking.objects.filter(annotator__username="r3").update(is_excluded=True)
     again = ranking_set_finalize(ranking_set=ranking_set)
     assert again.agreement == 1.0 and again.completed_at == first.completed_at
+
+
+def _figures(ranking_set):
+    rows = Ranking.objects.filter(ranking_set=ranking_set).order_by("created_at", "id")
+    return [
+        (r.annotator.username, r.consensus_agreement, r.length_pairs, r.longer_preferred)
+        for r in rows
+    ]
+
+
+def test_finalizing_fills_each_rankings_figures_in_one_update(ranking_set):
+    # Replies "Apple." (6 characters), "Banana." (7), "A cucumber." (11): a < b < c in length.
+    _rank(ranking_set, "r1", [["a"], ["b"], ["c"]])
+    _rank(ranking_set, "r2", [["a"], ["c"], ["b"]])
+    _rank(ranking_set, "r3", [["b"], ["a"], ["c"]])
+    with CaptureQueriesContext(connection) as queries:
+        ranking_set_finalize(ranking_set=ranking_set)
+    updates = [q["sql"] for q in queries if q["sql"].startswith('UPDATE "annotations_ranking"')]
+    assert len(updates) == 1
+    # Leave-one-out agreement as worked in test_agreement: 2/3, 1/3, 1/3. Longer replies won:
+    # r1 none of 3; r2 c over b; r3 b over a.
+    assert _figures(ranking_set) == [
+        ("r1", pytest.approx(2 / 3), 3, 0),
+        ("r2", pytest.approx(1 / 3), 3, 1),
+        ("r3", pytest.approx(1 / 3), 3, 1),
+    ]
+
+
+def test_an_excluded_ranking_is_measured_against_the_counting_others(ranking_set):
+    _rank(ranking_set, "r1", [["a"], ["b"], ["c"]])
+    _rank(ranking_set, "r2", [["a"], ["b"], ["c"]])
+    _rank(ranking_set, "r3", [["c"], ["b"], ["a"]])
+    ranking_set_finalize(ranking_set=ranking_set)
+    # All counting: r1's others r2 and r3 split every pair, so their consensus ties everything.
+    assert [f[1] for f in _figures(ranking_set)] == [0.0, 0.0, pytest.approx(0.0)]
+    Ranking.objects.filter(annotator__username="r3").update(is_excluded=True)
+    ranking_set_finalize(ranking_set=ranking_set)
+    # r3 no longer counts: r1 and r2 each agree fully with the other; r3, still measured,
+    # disagrees with their a > b > c on every pair. r3 put the longest first on all 3 pairs.
+    assert _figures(ranking_set) == [("r1", 1.0, 3, 0), ("r2", 1.0, 3, 0), ("r3", 0.0, 3, 3)]
+
+
+def test_a_set_short_of_rankings_gets_no_figures(ranking_set):
+    _rank(ranking_set, "r1", [["a"], ["b"], ["c"]])
+    ranking_set_finalize(ranking_set=ranking_set)
+    assert _figures(ranking_set) == [("r1", None, None, None)]
+
+
+def test_a_ranking_stored_while_an_exclusion_stands_is_excluded(ranking_set, project):
+    a, b, c = ranking_set.ids
+    excluded, lifted, other = UserFactory(), UserFactory(), UserFactory()
+    now = timezone.now()
+    AnnotatorExclusion.objects.create(
+        project=project, annotator=excluded, since=now - timedelta(days=1), reason="Spam."
+    )
+    AnnotatorExclusion.objects.create(
+        project=project, annotator=lifted, since=now - timedelta(days=1), reason="x", lifted_at=now
+    )
+    elsewhere = ProjectFactory(slug="elsewhere")
+    AnnotatorExclusion.objects.create(
+        project=elsewhere, annotator=other, since=now - timedelta(days=1), reason="Elsewhere."
+    )
+    stored = {
+        user: ranking_create(
+            ranking_set=ranking_set,
+            annotator=user,
+            order=[[a], [b], [c]],
+            flags={},
+            all_bad=False,
+            rewrite=None,
+            time_spent_ms=None,
+        )
+        for user in (excluded, lifted, other)
+    }
+    assert stored[excluded].is_excluded
+    assert not stored[lifted].is_excluded and not stored[other].is_excluded
+
+
+def _three_ranked(project, users, orders):
+    context = start(project, "Pick one.")
+    replies = [say(context, text) for text in ("Apple.", "Banana.", "A cucumber.")]
+    return ranked_set(project, context, replies, list(zip(users, orders, strict=True)))
+
+
+def test_refinalizing_many_sets_gives_what_finalizing_each_gives(project):
+    users = [UserFactory(username=f"u{i}") for i in range(3)]
+    abc, cba, bac = [[0], [1], [2]], [[2], [1], [0]], [[1], [0], [2]]
+    first = _three_ranked(project, users, [abc, abc, cba])
+    second = _three_ranked(project, users, [abc, bac, cba])
+    collecting = _three_ranked(project, users, [abc, abc, abc])
+    RankingSet.objects.filter(pk=collecting.pk).update(state="collecting", consensus=None)
+    completed_at = {s.pk: s.completed_at for s in (first, second)}
+    Ranking.objects.filter(annotator=users[2]).update(is_excluded=True)
+
+    with CaptureQueriesContext(connection) as queries:
+        written = ranking_sets_refinalize(
+            ranking_set_ids=[first.pk, second.pk, collecting.pk], batch=1
+        )
+
+    assert written == 2
+    # Per batch of one set: candidates, rankings, one UPDATE of sets, one of rankings.
+    updates = [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 4
+    stored = RankingSet.objects.in_bulk([first.pk, second.pk])
+    refinalized = {
+        pk: (s.consensus, s.agreement, s.kendall_tau, _figures(s)) for pk, s in stored.items()
+    }
+    for the_set in (first, second):
+        again = ranking_set_finalize(ranking_set=the_set)
+        assert again.completed_at == completed_at[the_set.pk]
+        assert refinalized[the_set.pk] == (
+            again.consensus,
+            again.agreement,
+            again.kendall_tau,
+            _figures(the_set),
+        )
+    a, b, c = first.ids
+    # Without u2: u0 and u1 agree fully on a > b > c; u2 disagrees on every pair.
+    assert refinalized[first.pk][:3] == ([[a], [b], [c]], 1.0, 1.0)
+    assert [f[1] for f in refinalized[first.pk][3]] == [1.0, 1.0, 0.0]
+    # Second: u0 a>b>c and u1 b>a>c agree on 2 of 3 pairs; the consensus ties a and b.
+    a, b, c = second.ids
+    assert refinalized[second.pk][0] == [sorted([a, b]), [c]]
+    assert refinalized[second.pk][1] == pytest.approx(2 / 3)
+    assert RankingSet.objects.get(pk=collecting.pk).consensus is None
 
 
 @pytest.mark.parametrize("state", ["sampling", "cancelled"])

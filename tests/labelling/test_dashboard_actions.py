@@ -1,0 +1,300 @@
+"""The lead's actions page: excluding a trainer's rankings and reopening a set, each after a
+confirmation, logged and shown; and the ranking tasks that collect the extra rankings."""
+
+from datetime import UTC, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from annotations.audit import audit_log
+from annotations.models import AnnotatorExclusion, Ranking, RankingSet
+from labelling.dashboards.actions import set_reopen, trainer_exclude
+from labelling.models import Task
+from tests.factories import claim, make_ranking_set, rank, trainers
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def actions_url(project):
+    return reverse("dashboard-actions", args=[project.slug])
+
+
+@pytest.fixture
+def ranked(project, django_capture_on_commit_callbacks):
+    """A set of 3 candidates ranked by its 3 tasks' trainers a, b, c; d and e have not ranked."""
+    people = trainers(project, 5)
+    the_set = make_ranking_set(project, k=3, needed=3)
+    for user in people[:3]:
+        task = claim(project, user)
+        assert task.ranking_set_id == the_set.pk
+        rank(task, user)
+    the_set.refresh_from_db()
+    assert the_set.state == RankingSet.State.COMPLETE
+    return the_set, people
+
+
+def test_excluding_opens_a_task_that_only_a_fresh_trainer_gets(
+    project, lead, ranked, django_capture_on_commit_callbacks, monkeypatch
+):
+    the_set, (a, b, c, d, e) = ranked
+    rebuilt = []
+    monkeypatch.setattr(
+        "labelling.dashboards.tasks.dashboards_rebuild.delay",
+        lambda *arguments: rebuilt.append(arguments),
+    )
+    since = timezone.now() - timedelta(days=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome, opened = trainer_exclude(
+            project=project, annotator=a, since=since, actor=lead, reason="Ranked at random"
+        )
+    assert outcome.sets_reopened == [the_set.pk] and opened == 1
+    # The rollups are rebuilt from the exclusion's day once the change commits.
+    assert rebuilt == [(project.pk, since.astimezone(UTC).date().isoformat())]
+    slot = Task.objects.get(ranking_set=the_set, state=Task.State.OPEN)
+    assert slot.priority == 3
+    # The excluded trainer and the others who ranked it are never handed the new slot.
+    for user in (a, b, c):
+        assert claim(project, user) is None
+    task = claim(project, d)
+    assert task.pk == slot.pk
+    rank(task, d)
+    the_set.refresh_from_db()
+    assert the_set.state == RankingSet.State.COMPLETE and the_set.completed_at is not None
+    counting = the_set.rankings.filter(is_excluded=False)
+    assert sorted(counting.values_list("annotator__username", flat=True)) == ["t1", "t2", "t3"]
+    assert claim(project, e) is None  # nothing more to rank
+
+
+def test_an_excluded_trainer_gets_no_more_ranking_tasks_and_loses_the_one_held(
+    project, lead, monkeypatch
+):
+    monkeypatch.setattr(
+        "labelling.dashboards.tasks.dashboards_rebuild.delay", lambda *arguments: None
+    )
+    a, b = trainers(project, 2)
+    first, second = make_ranking_set(project, k=2), make_ranking_set(project, k=2)
+    held = claim(project, a)
+    assert held is not None and held.state == Task.State.ASSIGNED
+    trainer_exclude(project=project, annotator=a, since=timezone.now(), actor=lead, reason="Spam")
+    held.refresh_from_db()
+    assert held.state == Task.State.CANCELLED
+    # Its set has as many open slots as before the claim; none goes to the excluded trainer.
+    for the_set in (first, second):
+        assert Task.objects.filter(ranking_set=the_set, state=Task.State.OPEN).count() == 3
+    assert claim(project, a) is None
+    assert claim(project, b) is not None
+
+
+def _complete_sets(project, raters, count):
+    for _ in range(count):
+        the_set = make_ranking_set(project, k=3, needed=3, tasks=0)
+        ids = [e.message_id for e in the_set.entries.order_by("position")]
+        # The first rater reverses the others' order.
+        Ranking.objects.bulk_create(
+            Ranking(
+                ranking_set=the_set,
+                annotator=user,
+                order=[[i] for i in (ids[::-1] if user == raters[0] else ids)],
+            )
+            for user in raters
+        )
+        RankingSet.objects.filter(pk=the_set.pk).update(
+            rankings_count=3, state=RankingSet.State.COMPLETE, completed_at=timezone.now()
+        )
+
+
+def test_an_exclusion_costs_the_same_queries_however_many_sets_it_touches(
+    project, lead, monkeypatch
+):
+    monkeypatch.setattr(
+        "labelling.dashboards.tasks.dashboards_rebuild.delay", lambda *arguments: None
+    )
+    counts = {}
+    for size in (2, 12):
+        raters = trainers(project, 3, prefix=f"q{size}-")
+        _complete_sets(project, raters, size)
+        with CaptureQueriesContext(connection) as queries:
+            outcome, opened = trainer_exclude(
+                project=project,
+                annotator=raters[0],
+                since=timezone.now() - timedelta(days=1),
+                actor=lead,
+                reason="x",
+            )
+        assert len(outcome.sets_refinalized) == size and opened == size
+        counts[size] = len(queries)
+    assert counts[2] == counts[12]
+    # Every touched set was recomputed without the excluded (reversed) ranking: the two left
+    # agree on every pair (with it, agreement would be 1/3).
+    agreements = RankingSet.objects.filter(project=project).values_list("agreement", flat=True)
+    assert set(agreements) == {1.0}
+
+
+def test_reopening_opens_as_many_tasks_as_extra_rankings(
+    project, lead, ranked, monkeypatch, django_capture_on_commit_callbacks
+):
+    the_set, people = ranked
+    rebuilt = []
+    monkeypatch.setattr(
+        "labelling.dashboards.tasks.dashboards_rebuild.delay",
+        lambda *arguments: rebuilt.append(arguments),
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = set_reopen(ranking_set=the_set, actor=lead, reason="Close", extra=2)
+    # It leaves the complete sets of the day it completed: the rollups are rebuilt from then.
+    assert rebuilt == [(project.pk, the_set.completed_at.astimezone(UTC).date().isoformat())]
+    assert outcome.tasks_opened == 2
+    assert Task.objects.filter(ranking_set=the_set, state=Task.State.OPEN).count() == 2
+    # Reopening again while those slots are open adds only the new ones.
+    assert set_reopen(ranking_set=the_set, actor=lead, reason="More", extra=1).tasks_opened == 1
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+def test_only_leads_open_the_actions_page(client, project, lead, trainer, engineer, outsider):
+    url = actions_url(project)
+    expected = {lead: 200, engineer: 403, trainer: 403, outsider: 404}
+    for user, status in expected.items():
+        client.force_login(user)
+        assert client.get(url).status_code == status, user.username
+    client.logout()
+    assert client.get(url).status_code == 302  # to the login page
+
+
+def exclude_data(user, **extra):
+    return {
+        "action": "exclude",
+        "annotator": user.username,
+        "since": (timezone.localdate() - timedelta(days=1)).isoformat(),
+        "reason": "Ranks <b>at random</b>",
+        **extra,
+    }
+
+
+def test_exclusion_asks_for_confirmation_first(client, project, lead, ranked, monkeypatch):
+    the_set, (a, *_) = ranked
+    monkeypatch.setattr(
+        "labelling.dashboards.tasks.dashboards_rebuild.delay", lambda *arguments: None
+    )
+    client.force_login(lead)
+
+    review = client.post(actions_url(project), exclude_data(a), **HTMX)
+    assert review.status_code == 200
+    page = review.content.decode()
+    assert "Exclude 1 ranking by t0" in page and "reopen the 1 set they touched" in page
+    assert 'name="confirmed" value="yes"' in page
+    assert "<html" not in page  # the fragment only
+    assert not Ranking.objects.filter(is_excluded=True).exists()
+    assert not AnnotatorExclusion.objects.exists()
+
+    done = client.post(actions_url(project), exclude_data(a, confirmed="yes"))
+    assert done.status_code == 302
+    assert Ranking.objects.get(ranking_set=the_set, annotator=a).is_excluded
+    page = client.get(done.url).content.decode()
+    assert "Excluded 1 ranking by t0" in page
+    # The log shows who, what and why, with the reason escaped.
+    assert "annotator.exclude" in page and "trainer t0" in page and "lee" in page
+    assert "Ranks &lt;b&gt;at random&lt;/b&gt;" in page and "<b>at random" not in page
+
+
+def test_reopen_from_the_page_with_htmx(client, project, lead, ranked, monkeypatch):
+    the_set, _ = ranked
+    monkeypatch.setattr(
+        "labelling.dashboards.tasks.dashboards_rebuild.delay", lambda *arguments: None
+    )
+    client.force_login(lead)
+    data = {"action": "reopen", "ranking_set": the_set.pk, "extra": 1, "reason": "Tie"}
+    review = client.post(actions_url(project), data, **HTMX)
+    assert f"Reopen ranking set {the_set.pk} (complete, 3 rankings) for 1 more" in (
+        review.content.decode()
+    )
+    the_set.refresh_from_db()
+    assert the_set.state == RankingSet.State.COMPLETE
+
+    done = client.post(actions_url(project), {**data, "confirmed": "yes"}, **HTMX)
+    assert done.status_code == 200
+    page = done.content.decode()
+    assert "now needs 4 rankings; 1 ranking task opened" in page
+    set_link = reverse("dashboard-set", args=[project.slug, the_set.pk])
+    assert f'href="{set_link}"' in page  # the log links the reopened set
+    assert "rankings needed: 3 → 4" in page
+    the_set.refresh_from_db()
+    assert the_set.state == RankingSet.State.COLLECTING
+    assert audit_log(project).get().action == "ranking_set.reopen"
+
+
+@pytest.mark.parametrize(
+    ("change", "field_text"),
+    [
+        ({"annotator": "nobody"}, "Choose a trainer of this project."),
+        ({"since": "not-a-date"}, "Enter a valid date."),
+        ({"reason": ""}, "This field is required."),
+        ({"since": "2999-01-01"}, "The date is in the future"),
+    ],
+)
+def test_bad_exclusion_input_is_a_form_error(client, project, lead, ranked, change, field_text):
+    _, (a, *_) = ranked
+    client.force_login(lead)
+    response = client.post(actions_url(project), exclude_data(a, confirmed="yes", **change))
+    assert response.status_code == 400
+    assert field_text in response.content.decode()
+    assert not AnnotatorExclusion.objects.exists()
+
+
+def test_with_htmx_form_errors_come_back_in_the_panel(client, project, lead):
+    client.force_login(lead)
+    data = {"action": "exclude", "annotator": "nobody", "since": "x", "reason": ""}
+    response = client.post(actions_url(project), data, **HTMX)
+    # htmx swaps only 2xx answers, so the panel with the errors comes back as one.
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'id="dashboard-panel"' in page and "<html" not in page
+    for text in ("Choose a trainer of this project.", "Enter a valid date.", "required"):
+        assert text in page
+    assert not AnnotatorExclusion.objects.exists()
+
+
+def test_bad_reopen_input_is_a_form_error(client, project, lead, other_set):
+    client.force_login(lead)
+    for data, text in [
+        ({"ranking_set": other_set.pk}, f"This project has no ranking set {other_set.pk}."),
+        ({"ranking_set": "x"}, "Enter a whole number."),
+        ({"extra": 99}, "less than or equal to 10"),
+    ]:
+        body = {"action": "reopen", "ranking_set": 1, "extra": 1, "reason": "r", **data}
+        response = client.post(actions_url(project), {**body, "confirmed": "yes"})
+        assert response.status_code == 400, data
+        assert text in response.content.decode()
+    response = client.post(actions_url(project), {"action": "drop"})
+    assert response.status_code == 400
+    assert not audit_log(project).exists()
+
+
+def test_a_cancelled_set_cannot_be_reopened_from_the_page(client, project, lead):
+    the_set = make_ranking_set(project, k=2, state=RankingSet.State.CANCELLED)
+    client.force_login(lead)
+    data = {"action": "reopen", "ranking_set": the_set.pk, "extra": 1, "reason": "r"}
+    response = client.post(actions_url(project), {**data, "confirmed": "yes"})
+    assert response.status_code == 400
+    assert "Only a collecting or complete set reopens" in response.content.decode()
+
+
+def test_a_trainer_cannot_post_an_action(client, project, trainer, ranked):
+    the_set, (a, *_) = ranked
+    client.force_login(trainer)
+    response = client.post(actions_url(project), exclude_data(a, confirmed="yes"))
+    assert response.status_code == 403
+    assert not AnnotatorExclusion.objects.exists()
+
+
+@pytest.fixture
+def other_set(db):
+    from tests.factories import ProjectFactory
+
+    return make_ranking_set(ProjectFactory(slug="beta"), k=2)

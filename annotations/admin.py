@@ -18,6 +18,7 @@ from annotations.admin_audit import (
     membership_saved_in_admin,
     project_saved_in_admin,
 )
+from annotations.admin_curation import MessageCurationActions, RankingCurationActions
 from annotations.admin_scoping import ProjectScopedAdmin, ScopedAdmin, ScopedInline
 from annotations.models import (
     Conversation,
@@ -138,7 +139,7 @@ class ConversationAdmin(ProjectScopedAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(ProjectScopedAdmin):
+class MessageAdmin(MessageCurationActions, ProjectScopedAdmin):
     project_path = "conversation__project"
     list_display = [
         "id",
@@ -147,9 +148,12 @@ class MessageAdmin(ProjectScopedAdmin):
         "depth",
         "author_user",
         "author_model",
+        "is_excluded",
         "created_at",
     ]
-    list_filter = ["role", "is_synthetic", ("conversation__project", Related)]
+    list_filter = ["role", "is_synthetic", "is_excluded", ("conversation__project", Related)]
+    # Exclusion is changed by the actions only, which log it with a reason.
+    readonly_fields = ["is_excluded"]
     search_fields = ["text", "external_id"]
     raw_id_fields = ["conversation", "parent", "author_user", "author_model", "draft"]
     list_select_related = ["conversation", "author_user", "author_model"]
@@ -165,6 +169,7 @@ class RankingInline(ScopedInline):
     model = Ranking
     extra = 0
     fields = ["annotator", "order", "all_bad", "time_spent_ms", "is_excluded"]
+    readonly_fields = ["is_excluded"]  # changed by the Ranking admin's actions only (logged)
     raw_id_fields = ["annotator"]
 
 
@@ -180,20 +185,14 @@ class RankingSetAdmin(ProjectScopedAdmin):
 
 
 @admin.register(Ranking)
-class RankingAdmin(ProjectScopedAdmin):
+class RankingAdmin(RankingCurationActions, ProjectScopedAdmin):
     project_path = "ranking_set__project"
     list_display = ["id", "ranking_set", "annotator", "all_bad", "is_excluded", "created_at"]
     list_filter = ["is_excluded", "all_bad", ("ranking_set__project", Related)]
     raw_id_fields = ["ranking_set", "annotator", "rewrite"]
-    actions = ["exclude_from_exports", "include_in_exports"]
-
-    @admin.action(description="Exclude the selected rankings from exports", permissions=["change"])
-    def exclude_from_exports(self, request, queryset):
-        queryset.update(is_excluded=True)
-
-    @admin.action(description="Include the selected rankings in exports", permissions=["change"])
-    def include_in_exports(self, request, queryset):
-        queryset.update(is_excluded=False)
+    list_select_related = ["ranking_set", "annotator"]
+    # Exclusion is changed by the actions only, which log it and recompute the set's consensus.
+    readonly_fields = ["is_excluded"]
 
 
 @admin.register(Label)

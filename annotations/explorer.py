@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Subquery
 
@@ -47,9 +48,22 @@ class ExplorerFilters:
     until: dt.date | None = None
 
 
+# The text search configurations the explorer picks from. Each has a GIN index on exactly
+# `search_vector(config)` (annotations migration 0010): a new one needs its index too.
+SEARCH_CONFIGS = ("english", "simple")
+
+
 def search_config(project: Project) -> str:
     """The text search configuration: English stemming for English-only projects, else none."""
     return "english" if list(project.languages or []) == ["en"] else "simple"
+
+
+def search_vector(config: str) -> SearchVector:
+    """A message's searchable text: `to_tsvector('<config>', COALESCE(text, ''))`, the
+    expression the search indexes hold (any other spelling would not use them)."""
+    if config not in SEARCH_CONFIGS:
+        raise ValueError(f"No search index for the text search configuration {config!r}")
+    return SearchVector("text", config=config)
 
 
 def messages_matching(messages: QuerySet[Message], query: str, *, config: str) -> QuerySet[Message]:
@@ -58,10 +72,21 @@ def messages_matching(messages: QuerySet[Message], query: str, *, config: str) -
     if not query:
         return messages
     if connection.vendor == "postgresql":
-        return messages.annotate(search=SearchVector("text", config=config)).filter(
+        return messages.annotate(search=search_vector(config)).filter(
             search=SearchQuery(query, config=config, search_type="websearch")
         )
     return messages.filter(text__icontains=query)
+
+
+def found_once(matching: QuerySet, field_name: str) -> QuerySet:
+    """The distinct `field_name` values of the `matching` rows, as a subquery to filter with.
+
+    Used for searches: as `IN (SELECT DISTINCT ...)` PostgreSQL computes the matches once,
+    through the search index. A correlated EXISTS lets it walk the list newest first instead,
+    computing each message's text vector until a page is full: seconds, when the matches are
+    rare among recent rows (which the planner cannot tell).
+    """
+    return matching.order_by().values(field_name).distinct()
 
 
 def day_range(field_name: str, filters: ExplorerFilters) -> Q:
@@ -107,27 +132,37 @@ def message_conditions(project: Project, filters: ExplorerFilters) -> QuerySet[M
 
 def conversations_explored(*, project: Project, filters: ExplorerFilters) -> QuerySet[Conversation]:
     """The project's conversations that hold a message matching every message filter, newest
-    first, with their first message's text, message count and last activity."""
+    first (`with_summaries` adds what the list shows of each)."""
     conversations = Conversation.objects.filter(project=project).filter(
         day_range("created_at", filters)
     )
     if filters.source:
         conversations = conversations.filter(source=filters.source)
     matching = message_conditions(project, filters)
-    if matching is not None:
+    if matching is not None and filters.q.strip():
+        conversations = conversations.filter(pk__in=found_once(matching, "conversation_id"))
+    elif matching is not None:
         conversations = conversations.filter(
             Exists(matching.filter(conversation=OuterRef("pk")).values("pk"))
         )
+    return conversations.order_by("-created_at", "-id")
+
+
+def with_summaries(conversations: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    """The conversations (a page of them) with their first message's text, message count and
+    last activity.
+
+    Per-row subqueries rather than a join and GROUP BY, and applied to a page's rows alone (not
+    to the filtered list, which the database would then summarise row by row as it skips to a
+    deep page).
+    """
+    own = Message.objects.filter(conversation=OuterRef("pk")).order_by().values("conversation")
     first = Message.objects.filter(conversation=OuterRef("pk"), parent=None).order_by("id")
-    return (
-        conversations.annotate(
-            first_text=Subquery(first.values("text")[:1]),
-            message_count=Count("messages", distinct=True),
-            last_message_at=Max("messages__created_at"),
-        )
-        .select_related("created_by")
-        .order_by("-created_at", "-id")
-    )
+    return conversations.annotate(
+        first_text=Subquery(first.values("text")[:1]),
+        message_count=Subquery(own.annotate(n=Count("pk")).values("n")),
+        last_message_at=Subquery(own.annotate(last=Max("created_at")).values("last")),
+    ).select_related("created_by")
 
 
 # ---------------------------------------------------------------------------- one tree
@@ -260,19 +295,41 @@ class ExplorerChoices:
     flags: list[str]
 
 
-def explorer_choices(project: Project) -> ExplorerChoices:
-    messages = Message.objects.filter(conversation__project=project).order_by()
+# Listing who wrote a project's messages, with which models, in which languages, reads every one
+# of them (a second or so for a million messages): the forms' choices are kept this long. A view
+# that meets a value missing from kept choices asks again with `fresh=True` before refusing it.
+CHOICES_CACHE_SECONDS = 300
 
-    def distinct(field_name: str) -> list[str]:
-        values = messages.filter(**{f"{field_name}__isnull": False}).values_list(
-            field_name, flat=True
-        )
-        return sorted(set(values.distinct()))
 
+def choices_cache_key(kind: str, project: Project) -> str:
+    # The creation time too, so that a project made again under a reused id starts afresh.
+    return f"explorer-{kind}:{project.pk}:{project.created_at.timestamp()}"
+
+
+def explorer_choices(project: Project, *, fresh: bool = False) -> ExplorerChoices:
+    """What the filter forms offer; what comes from the messages is kept for
+    CHOICES_CACHE_SECONDS unless `fresh` (the project's own settings are read each time)."""
+    key = choices_cache_key("choices", project)
+    written = None if fresh else cache.get(key)
+    if written is None:
+        messages = Message.objects.filter(conversation__project=project).order_by()
+
+        def distinct(field_name: str) -> list[str]:
+            values = messages.filter(**{f"{field_name}__isnull": False}).values_list(
+                field_name, flat=True
+            )
+            return sorted(set(values.distinct()))
+
+        written = {
+            "authors": distinct("author_user__username"),
+            "models": distinct("author_model__name"),
+            "languages": distinct("lang"),
+        }
+        cache.set(key, written, CHOICES_CACHE_SECONDS)
     return ExplorerChoices(
-        authors=distinct("author_user__username"),
-        models=distinct("author_model__name"),
-        languages=sorted({*distinct("lang"), *(project.languages or [])} - {""}),
+        authors=written["authors"],
+        models=written["models"],
+        languages=sorted({*written["languages"], *(project.languages or [])} - {""}),
         flags=[
             label["name"] for label in project.label_schema or [] if label.get("kind") == "flag"
         ],

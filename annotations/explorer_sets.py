@@ -11,16 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.core.cache import cache
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from annotations.access import can
 from annotations.agreement import consensus_order, pairwise_agreement
 from annotations.audit import audit_log
 from annotations.explorer import (
+    CHOICES_CACHE_SECONDS,
     EXCLUDED,
     REPORTED,
     ExplorerFilters,
+    choices_cache_key,
     day_range,
+    found_once,
     message_author,
     messages_matching,
     search_config,
@@ -54,7 +58,8 @@ class SetFilters(ExplorerFilters):
 
 
 def ranking_sets_explored(*, project: Project, filters: SetFilters) -> QuerySet[RankingSet]:
-    """The project's ranking sets that match every filter, newest first, with their context."""
+    """The project's ranking sets that match every filter, newest first
+    (`with_candidate_counts` adds what the list shows of each)."""
     sets = RankingSet.objects.filter(project=project).filter(day_range("created_at", filters))
     if filters.state:
         sets = sets.filter(state=filters.state)
@@ -97,13 +102,23 @@ def ranking_sets_explored(*, project: Project, filters: SetFilters) -> QuerySet[
             filters.q,
             config=search_config(project),
         ).values("pk")
-        sets = sets.filter(
-            Q(context_id__in=matching) | Exists(candidates.filter(message_id__in=matching))
+        # The sets whose context or a candidate matches: one union, computed once (an OR of
+        # the two would be checked set by set; see `found_once`).
+        by_context = found_once(
+            RankingSet.objects.filter(project=project, context_id__in=matching), "pk"
         )
-    return (
-        sets.select_related("context")
-        .annotate(candidate_count=Count("entries", distinct=True))
-        .order_by("-created_at", "-id")
+        by_candidate = found_once(
+            RankingCandidate.objects.filter(message_id__in=matching), "ranking_set_id"
+        )
+        sets = sets.filter(pk__in=by_context.union(by_candidate))
+    return sets.order_by("-created_at", "-id")
+
+
+def with_candidate_counts(sets: QuerySet[RankingSet]) -> QuerySet[RankingSet]:
+    """The sets (a page of them) with their context and candidate count (see `with_summaries`)."""
+    entries = RankingCandidate.objects.filter(ranking_set=OuterRef("pk")).order_by()
+    return sets.select_related("context").annotate(
+        candidate_count=Subquery(entries.values("ranking_set").annotate(n=Count("pk")).values("n"))
     )
 
 
@@ -256,12 +271,18 @@ def ranking_exclusions(project: Project, rankings: list[Ranking]) -> dict[int, A
     return found
 
 
-def rankers_of(project: Project) -> list[str]:
-    """Usernames of everyone who ranked a set of the project, for the filter form."""
-    names = (
-        Ranking.objects.filter(ranking_set__project=project, annotator__isnull=False)
-        .order_by()
-        .values_list("annotator__username", flat=True)
-        .distinct()
-    )
-    return sorted(set(names))
+def rankers_of(project: Project, *, fresh: bool = False) -> list[str]:
+    """Usernames of everyone who ranked a set of the project, for the filter form (kept like
+    `explorer_choices`, for CHOICES_CACHE_SECONDS unless `fresh`)."""
+    key = choices_cache_key("rankers", project)
+    names = None if fresh else cache.get(key)
+    if names is None:
+        ranked = (
+            Ranking.objects.filter(ranking_set__project=project, annotator__isnull=False)
+            .order_by()
+            .values_list("annotator__username", flat=True)
+            .distinct()
+        )
+        names = sorted(set(ranked))
+        cache.set(key, names, CHOICES_CACHE_SECONDS)
+    return names

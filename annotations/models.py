@@ -228,7 +228,11 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["project", "source", "created_at"])]
+        indexes = [
+            models.Index(fields=["project", "source", "created_at"]),
+            # The explorer's list, newest first, a page at a time.
+            models.Index(fields=["project", "created_at", "id"], name="conversation_newest_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["project", "external_id"],
@@ -385,7 +389,11 @@ class RankingSet(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["project", "state", "created_at"])]
+        indexes = [
+            models.Index(fields=["project", "state", "created_at"]),
+            # The explorer's list, newest first, a page at a time.
+            models.Index(fields=["project", "created_at", "id"], name="ranking_set_newest_idx"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(rankings_needed__gte=1), name="ranking_set_needs_a_ranking"

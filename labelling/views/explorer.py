@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -21,12 +22,14 @@ from annotations.explorer import (
     conversations_explored,
     explorer_choices,
     tree_node,
+    with_summaries,
 )
 from annotations.explorer_sets import (
     rankers_of,
     ranking_set_for_explorer,
     ranking_set_view,
     ranking_sets_explored,
+    with_candidate_counts,
 )
 from annotations.models import Message, Project, Ranking
 from labelling.explorer_forms import ConversationFilterForm, ExclusionForm, SetFilterForm
@@ -42,9 +45,34 @@ SET = "labelling/explore_set.html"
 SET_RANKINGS = "labelling/_explore_set_rankings.html"
 
 
-def _list_page(request: HttpRequest, project: Project, form, rows, page_template, results):
+class KeysFirstPaginator(Paginator):
+    """Pages a filtered list by its keys, then reads the page's rows with what the list shows.
+
+    The page's keys come from the filtered list (an index scan, however deep the page); only
+    those rows get `summarise`'s per-row subqueries, and the filters (a search above all) are
+    not evaluated a second time.
+    """
+
+    def __init__(self, object_list, per_page, *, summarise) -> None:
+        super().__init__(object_list, per_page)
+        self.summarise = summarise
+
+    def page(self, number):
+        page = super().page(number)
+        if isinstance(self.object_list, QuerySet):
+            keys = list(page.object_list.values_list("pk", flat=True))
+            model = self.object_list.model
+            rows = self.summarise(model.objects.filter(pk__in=keys)).in_bulk()
+            page.object_list = [rows[pk] for pk in keys if pk in rows]
+        return page
+
+
+def _list_page(
+    request: HttpRequest, project: Project, form, rows, summarise, page_template, results
+):
     """A list page (or, for htmx, its results): 400 with the form's errors when it is invalid."""
-    page = Paginator(rows if rows is not None else [], PER_PAGE).get_page(request.GET.get("page"))
+    paginator = KeysFirstPaginator(rows if rows is not None else [], PER_PAGE, summarise=summarise)
+    page = paginator.get_page(request.GET.get("page"))
     context = {
         "project": project,
         "form": form,
@@ -55,28 +83,52 @@ def _list_page(request: HttpRequest, project: Project, form, rows, page_template
     return render(request, results if request.htmx else page_template, context, status=status)
 
 
+# Fields whose choices come from the project's data (kept a few minutes by the selectors).
+DATA_CHOICES = {"author", "model", "lang"}
+
+
+def _filter_form(make):
+    """The filter form on the kept choices, or, when one of those choices is refused, on
+    choices read afresh (a person, model or language new to the project since they were kept).
+    `make(fresh)` builds the form."""
+    form = make(False)
+    if not form.is_valid() and DATA_CHOICES & set(form.errors):
+        form = make(True)
+    return form
+
+
 @login_required
 @require_GET
 def explore_conversations(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_for_member(request.user, slug, capability="explore")
-    form = ConversationFilterForm(request.GET, choices=explorer_choices(project))
+    form = _filter_form(
+        lambda fresh: ConversationFilterForm(
+            request.GET, choices=explorer_choices(project, fresh=fresh)
+        )
+    )
     rows = None
     if form.is_valid():
         rows = conversations_explored(project=project, filters=form.filters())
-    return _list_page(request, project, form, rows, CONVERSATIONS, CONVERSATION_RESULTS)
+    return _list_page(
+        request, project, form, rows, with_summaries, CONVERSATIONS, CONVERSATION_RESULTS
+    )
 
 
 @login_required
 @require_GET
 def explore_sets(request: HttpRequest, slug: str) -> HttpResponse:
     project = project_for_member(request.user, slug, capability="explore")
-    form = SetFilterForm(
-        request.GET, choices=explorer_choices(project), rankers=rankers_of(project)
+    form = _filter_form(
+        lambda fresh: SetFilterForm(
+            request.GET,
+            choices=explorer_choices(project, fresh=fresh),
+            rankers=rankers_of(project, fresh=fresh),
+        )
     )
     rows = None
     if form.is_valid():
         rows = ranking_sets_explored(project=project, filters=form.filters())
-    return _list_page(request, project, form, rows, SETS, SET_RESULTS)
+    return _list_page(request, project, form, rows, with_candidate_counts, SETS, SET_RESULTS)
 
 
 def _conversation_page(

@@ -1,14 +1,18 @@
 """The admin: every model has a page, and a staff lead reaches only the projects they lead."""
 
+import json
+
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.messages import get_messages
 from django.core.exceptions import PermissionDenied
 from django.test import RequestFactory
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
+from annotations.audit import audit_log
 from annotations.models import (
     Conversation,
     Label,
@@ -27,7 +31,7 @@ from tests.conftest import (
     assert_no_choices_from_b,
     assert_object_unreachable,
 )
-from tests.factories import UserFactory
+from tests.factories import UserFactory, ranked_set, say, start, trainers
 from trainer_bridge.models import GenerationRequest
 
 pytestmark = pytest.mark.django_db
@@ -223,28 +227,137 @@ def test_a_lead_cannot_create_a_project(lead_client, world):
     assert not Project.objects.filter(slug="mine").exists()
 
 
-def test_ranking_actions_touch_only_the_leads_projects(lead_client, world):
-    lead_client.post(
-        admin_url(Ranking, "changelist"),
-        {
-            "action": "exclude_from_exports",
-            "_selected_action": [world.a[Ranking].pk, world.b[Ranking].pk],
-        },
+# Exclusion from exports: a reason asked first, then the curation services (audit log, the set's
+# consensus and agreement computed again), within the lead's projects only.
+
+
+def act(client, model, action: str, pks: list[int], reason: str | None = None):
+    """Pick an admin action on the change list; with `reason`, confirm it on the next page."""
+    data = {"action": action, "_selected_action": pks}
+    if reason is not None:
+        data |= {"apply": "yes", "reason": reason}
+    return client.post(admin_url(model, "changelist"), data)
+
+
+def dissenting_set(project):
+    r1, r2, r3 = trainers(project, 3, prefix="ranker")
+    context = start(project, "Which?")
+    replies = [say(context, f"reply {x}") for x in "abc"]
+    the_set = ranked_set(
+        project,
+        context,
+        replies,
+        [(r1, [[0], [1], [2]]), (r2, [[0], [1], [2]]), (r3, [[2], [1], [0]])],
     )
-    assert Ranking.objects.get(pk=world.a[Ranking].pk).is_excluded
-    assert not Ranking.objects.get(pk=world.b[Ranking].pk).is_excluded
+    return the_set, Ranking.objects.get(ranking_set=the_set, annotator=r3)
 
 
-def test_ranking_actions_need_the_change_permission(client, world):
+def test_excluding_rankings_asks_for_a_reason_before_changing_anything(lead_client, world):
+    ranking = world.a[Ranking]
+    page = act(lead_client, Ranking, "exclude_from_exports", [ranking.pk])
+    assert page.status_code == 200
+    assert page.templates[0].name == "admin/annotations/exclusion_confirmation.html"
+    html = page.content.decode()
+    assert 'name="reason"' in html and 'name="apply"' in html and "csrfmiddlewaretoken" in html
+    assert f'name="_selected_action" value="{ranking.pk}"' in html
+    # Confirming without a reason shows the page again, with the error on the field.
+    again = act(lead_client, Ranking, "exclude_from_exports", [ranking.pk], reason="  ")
+    assert again.status_code == 200
+    assert again.context["form"].errors["reason"]
+    ranking.refresh_from_db()
+    assert not ranking.is_excluded
+    assert not audit_log(world.a[Project]).exists()
+
+
+def test_excluding_a_ranking_in_the_admin_logs_it_and_recomputes_its_set(lead_client, world):
+    project = world.a[Project]
+    the_set, dissent = dissenting_set(project)
+    before = the_set.agreement
+    response = act(lead_client, Ranking, "exclude_from_exports", [dissent.pk], reason="Random")
+    assert response.status_code == 302
+    dissent.refresh_from_db()
+    the_set.refresh_from_db()
+    assert dissent.is_excluded
+    assert the_set.agreement == 1.0 and before < 1.0
+    entry = audit_log(project, actions=["ranking."]).get()
+    assert (entry.action, entry.actor, entry.reason) == ("ranking.exclude", world.lead, "Random")
+    assert entry.before["set_agreement"] == before and entry.after["set_agreement"] == 1.0
+    messages = [str(m) for m in get_messages(response.wsgi_request)]
+    assert messages == ["1 ranking(s) excluded from exports."]
+
+    # Including it again, with no reason needed, restores the set's figures and logs that too.
+    act(lead_client, Ranking, "include_in_exports", [dissent.pk], reason="")
+    dissent.refresh_from_db()
+    the_set.refresh_from_db()
+    assert not dissent.is_excluded
+    assert the_set.agreement == before
+    assert audit_log(project).first().action == "ranking.include"
+
+
+def test_excluding_messages_in_the_admin_goes_through_the_audit_log(lead_client, world):
+    message = world.a[Message]
+    Message.objects.filter(pk=message.pk).update(text="<b>My</b> card number")
+    act(lead_client, Message, "exclude_from_exports", [message.pk], reason="Contains PII")
+    message.refresh_from_db()
+    assert message.is_excluded
+    entry = audit_log(world.a[Project]).get()
+    assert (entry.action, entry.target) == ("message.exclude", f"message {message.pk}")
+    assert entry.reason == "Contains PII"
+    # The confirmation page names the message (escaped), and says it is excluded now.
+    page = act(lead_client, Message, "include_in_exports", [message.pk]).content.decode()
+    assert "&lt;b&gt;My&lt;/b&gt; card number (excluded now)" in page.replace("</a>", "")
+    assert "<b>My</b>" not in page
+    act(lead_client, Message, "include_in_exports", [message.pk], reason="")
+    message.refresh_from_db()
+    assert not message.is_excluded
+    assert audit_log(world.a[Project]).first().action == "message.include"
+
+
+@pytest.mark.parametrize("model", [Ranking, Message], ids=lambda m: m.__name__)
+def test_exclusion_actions_touch_only_the_leads_projects(lead_client, world, model):
+    act(
+        lead_client,
+        model,
+        "exclude_from_exports",
+        [world.a[model].pk, world.b[model].pk],
+        reason="Spam",
+    )
+    assert model.objects.get(pk=world.a[model].pk).is_excluded
+    assert not model.objects.get(pk=world.b[model].pk).is_excluded
+    assert not audit_log(world.b[Project]).exists()
+    # Nor does the confirmation page name another project's object.
+    page = act(lead_client, model, "include_in_exports", [world.b[model].pk])
+    assert str(world.b[model]) not in page.content.decode()
+
+
+@pytest.mark.parametrize("model", [Ranking, Message], ids=lambda m: m.__name__)
+def test_exclusion_actions_need_the_change_permission(client, world, model):
     viewer = UserFactory(username="viewer", is_staff=True)
     Membership.objects.create(user=viewer, project=world.a[Project], role="lead")
-    viewer.user_permissions.set(world.lead.user_permissions.filter(codename="view_ranking"))
-    client.force_login(viewer)
-    client.post(
-        admin_url(Ranking, "changelist"),
-        {"action": "exclude_from_exports", "_selected_action": [world.a[Ranking].pk]},
+    viewer.user_permissions.set(
+        world.lead.user_permissions.filter(codename=f"view_{model._meta.model_name}")
     )
-    assert not Ranking.objects.get(pk=world.a[Ranking].pk).is_excluded
+    client.force_login(viewer)
+    act(client, model, "exclude_from_exports", [world.a[model].pk], reason="Spam")
+    assert not model.objects.get(pk=world.a[model].pk).is_excluded
+    assert not audit_log(world.a[Project]).exists()
+
+
+def test_the_change_form_cannot_flip_an_exclusion_without_the_log(lead_client, world):
+    ranking = world.a[Ranking]
+    response = lead_client.post(
+        admin_url(Ranking, "change", ranking.pk),
+        {
+            "ranking_set": ranking.ranking_set_id,
+            "annotator": ranking.annotator_id,
+            "order": json.dumps(ranking.order),
+            "flags": "{}",
+            "is_excluded": "on",
+        },
+    )
+    assert response.status_code == 302  # saved, but without the read-only field
+    ranking.refresh_from_db()
+    assert not ranking.is_excluded
 
 
 # Model versions: those the lead's projects use, changed only when no other project uses them.

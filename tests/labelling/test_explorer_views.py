@@ -118,7 +118,7 @@ def test_ids_of_another_project_or_none_at_all_are_404(client, project, world, l
 
 
 def listed(response) -> set[int]:
-    return set(response.context["page"].object_list.values_list("pk", flat=True))
+    return {row.pk for row in response.context["page"].object_list}
 
 
 def test_the_conversations_list_filters_and_searches(client, project, world, lead, trainer):
@@ -329,3 +329,58 @@ def test_the_project_page_links_the_explorer_for_leads_and_engineers_only(
     for user, shown in ((trainer, False), (lead, True), (engineer, True)):
         client.force_login(user)
         assert (explore in client.get(url).content.decode()) is shown, user.username
+
+
+# At scale: kept filter choices, and pages read by their keys.
+
+
+def test_a_person_new_to_the_project_can_be_filtered_on_at_once(client, project, world, lead):
+    """The filter forms' choices are kept a few minutes; a value they lack is looked up again
+    before the form refuses it."""
+    client.force_login(lead)
+    url = reverse("explore-conversations", args=[project.slug])
+    assert "newcomer" not in client.get(url).content.decode()  # the choices are kept now
+    newcomer = MembershipFactory(project=project, role="trainer", user__username="newcomer").user
+    mine = start(project, "A newcomer's first prompt", user=newcomer)
+    response = client.get(url, {"author": "newcomer"})
+    assert response.status_code == 200
+    assert listed(response) == {mine.conversation_id}
+    sets = reverse("explore-sets", args=[project.slug])
+    ranked = ranked_set(project, mine, [say(mine, "x"), say(mine, "y")], [(newcomer, [[0], [1]])])
+    assert listed(client.get(sets, {"author": "newcomer"})) == {ranked.pk}
+    assert client.get(url, {"author": "nobody-at-all"}).status_code == 400
+
+
+def test_a_deep_page_shows_its_rows_with_their_summaries_in_constant_queries(
+    client, project, lead, django_assert_max_num_queries
+):
+    prompts = []
+    for i in range(30):
+        prompt = start(project, f"Prompt number {i}")
+        say(prompt, f"Answer {i}")
+        prompts.append(prompt)
+    client.force_login(lead)
+    url = reverse("explore-conversations", args=[project.slug])
+    client.get(url)  # the filter choices are read and kept
+    with django_assert_max_num_queries(8):
+        first = client.get(url)
+    with django_assert_max_num_queries(8):
+        second = client.get(url, {"page": 2})
+    newest_first = [p.conversation_id for p in reversed(prompts)]
+    assert [c.pk for c in first.context["page"].object_list] == newest_first[:25]
+    rows = second.context["page"].object_list
+    assert [c.pk for c in rows] == newest_first[25:]
+    assert [c.first_text for c in rows] == [f"Prompt number {i}" for i in range(4, -1, -1)]
+    assert {c.message_count for c in rows} == {2}
+    assert all(c.last_message_at for c in rows)
+    html = second.content.decode()
+    assert "30 conversations" in html and "Page 2 of 2" in html
+
+
+def test_the_sets_list_shows_each_sets_context_and_candidate_count(client, project, world, lead):
+    client.force_login(lead)
+    response = client.get(reverse("explore-sets", args=[project.slug]))
+    rows = response.context["page"].object_list
+    assert [(r.pk, r.candidate_count, r.context.text) for r in rows] == [
+        (world["set"].pk, 3, "Which reply is best?")
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from annotations.audit import audit_log
@@ -128,8 +129,12 @@ def test_the_conversations_list_filters_and_searches(client, project, world, lea
     everything = client.get(url)
     assert everything.status_code == 200
     assert {first, other} <= listed(everything)
-    # Full-text search on PostgreSQL stems words: "steeping" finds "steep".
-    assert listed(client.get(url, {"q": "steeping leaves"})) == {first}
+    if connection.vendor == "postgresql":
+        # Full-text search on PostgreSQL stems words: "steeping" finds "steep".
+        assert listed(client.get(url, {"q": "steeping leaves"})) == {first}
+    else:
+        # The fallback elsewhere matches the words as written.
+        assert listed(client.get(url, {"q": "steep"})) == {first}
     assert listed(client.get(url, {"q": "trains"})) == {other}
     assert listed(client.get(url, {"source": "prompt"})) == {other}
     assert listed(client.get(url, {"author": trainer.username})) == {first}

@@ -9,8 +9,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Model
 
-from annotations.audit import audit_record
+from annotations.memberships import membership_audit
 from annotations.models import Membership, Project
+from annotations.projects import project_audit
 
 IN_THE_ADMIN = "in the admin"
 
@@ -31,31 +32,15 @@ def project_saved_in_admin(
     *, project: Project, actor: AbstractBaseUser, form: forms.ModelForm, created: bool
 ) -> None:
     if created:
-        audit_record(
-            project=project,
-            actor=actor,
-            action="project.create",
-            target=f"project {project.slug}",
-            after={"slug": project.slug, "name": project.name},
-            reason=IN_THE_ADMIN,
-        )
+        project_audit(project=project, actor=actor, reason=IN_THE_ADMIN)
         return
     fields = list(form.changed_data)
     # The form counts a JSON field as changed whenever it was submitted; compare the values.
     before = {f: _plain(form.fields.get(f), form.initial.get(f)) for f in fields}
     after = {f: _plain(form.fields.get(f), form.cleaned_data.get(f)) for f in fields}
-    changed = [f for f in fields if before[f] != after[f]]
-    if not changed:
-        return
-    audit_record(
-        project=project,
-        actor=actor,
-        action="project.update",
-        target=f"project {project.slug}",
-        before={f: before[f] for f in changed},
-        after={f: after[f] for f in changed},
-        reason=IN_THE_ADMIN,
-    )
+    changed = {f: (before[f], after[f]) for f in fields if before[f] != after[f]}
+    if changed:
+        project_audit(project=project, actor=actor, changed=changed, reason=IN_THE_ADMIN)
 
 
 def membership_saved_in_admin(
@@ -64,23 +49,20 @@ def membership_saved_in_admin(
     """Log a membership the admin added (`before_role` None) or whose role it changed."""
     if before_role == membership.role:
         return
-    audit_record(
-        project=membership.project,
+    membership_audit(
+        membership=membership,
         actor=actor,
-        action="member.add" if before_role is None else "member.role",
-        target=f"user {membership.user.get_username()}",
-        before=None if before_role is None else {"role": before_role},
-        after={"role": membership.role},
+        before_role=before_role,
+        after_role=membership.role,
         reason=IN_THE_ADMIN,
     )
 
 
 def membership_deleted_in_admin(*, membership: Membership, actor: AbstractBaseUser) -> None:
-    audit_record(
-        project=membership.project,
+    membership_audit(
+        membership=membership,
         actor=actor,
-        action="member.remove",
-        target=f"user {membership.user.get_username()}",
-        before={"role": membership.role},
+        before_role=membership.role,
+        after_role=None,
         reason=IN_THE_ADMIN,
     )

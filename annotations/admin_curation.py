@@ -114,35 +114,33 @@ def _problems(exc: Exception) -> list[str]:
     return [str(exc)]
 
 
-MESSAGE_EXCLUDE = Curation(
-    name="exclude_from_exports",
-    excluding=True,
+def curation_pair(
+    *,
+    noun: str,
+    exclude: Callable[..., Model],
+    include: Callable[..., Model],
+    project_of: Callable[[Model], Project],
+    related: tuple[str, ...],
+) -> tuple[Curation, Curation]:
+    """A model's exclude and include actions: they reach the same objects the same way."""
+    shared = {"noun": noun, "project_of": project_of, "related": related}
+    return (
+        Curation(name="exclude_from_exports", excluding=True, service=exclude, **shared),
+        Curation(name="include_in_exports", excluding=False, service=include, **shared),
+    )
+
+
+MESSAGE_EXCLUDE, MESSAGE_INCLUDE = curation_pair(
     noun="message",
-    service=message_exclude,
+    exclude=message_exclude,
+    include=message_include,
     project_of=lambda message: message.conversation.project,
     related=("conversation__project",),
 )
-MESSAGE_INCLUDE = Curation(
-    name="include_in_exports",
-    excluding=False,
-    noun="message",
-    service=message_include,
-    project_of=lambda message: message.conversation.project,
-    related=("conversation__project",),
-)
-RANKING_EXCLUDE = Curation(
-    name="exclude_from_exports",
-    excluding=True,
+RANKING_EXCLUDE, RANKING_INCLUDE = curation_pair(
     noun="ranking",
-    service=ranking_exclude,
-    project_of=lambda ranking: ranking.ranking_set.project,
-    related=("ranking_set__project", "annotator"),
-)
-RANKING_INCLUDE = Curation(
-    name="include_in_exports",
-    excluding=False,
-    noun="ranking",
-    service=ranking_include,
+    exclude=ranking_exclude,
+    include=ranking_include,
     project_of=lambda ranking: ranking.ranking_set.project,
     related=("ranking_set__project", "annotator"),
 )

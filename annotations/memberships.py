@@ -9,6 +9,33 @@ from annotations.audit import audit_record
 from annotations.models import Membership, Project
 
 
+def membership_audit(
+    *,
+    membership: Membership,
+    actor: AbstractBaseUser | None,
+    before_role: str | None,
+    after_role: str | None,
+    reason: str = "",
+) -> None:
+    """Log a change of membership: added (`before_role` None), removed (`after_role` None) or
+    given another role. The services and the admin log members in this one form."""
+    if before_role is None:
+        action = "member.add"
+    elif after_role is None:
+        action = "member.remove"
+    else:
+        action = "member.role"
+    audit_record(
+        project=membership.project,
+        actor=actor,
+        action=action,
+        target=f"user {membership.user.get_username()}",
+        before=None if before_role is None else {"role": before_role},
+        after=None if after_role is None else {"role": after_role},
+        reason=reason,
+    )
+
+
 def _check_role(role: str) -> None:
     if role not in Membership.Role.values:
         raise ValidationError(
@@ -39,13 +66,7 @@ def membership_add(
     if Membership.objects.filter(project=project, user=user).exists():
         raise ValidationError({"user": f"{user} is already a member of {project.name}."})
     membership = Membership.objects.create(project=project, user=user, role=role)
-    audit_record(
-        project=project,
-        actor=actor,
-        action="member.add",
-        target=f"user {user.get_username()}",
-        after={"role": role},
-    )
+    membership_audit(membership=membership, actor=actor, before_role=None, after_role=role)
     return membership
 
 
@@ -61,14 +82,7 @@ def membership_change_role(
     before = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
-    audit_record(
-        project=membership.project,
-        actor=actor,
-        action="member.role",
-        target=f"user {membership.user.get_username()}",
-        before={"role": before},
-        after={"role": role},
-    )
+    membership_audit(membership=membership, actor=actor, before_role=before, after_role=role)
     return membership
 
 
@@ -78,12 +92,8 @@ def membership_remove(*, membership: Membership, actor: AbstractBaseUser | None)
     labelling app returns them to the pool in the same transaction)."""
     membership = Membership.objects.select_for_update().select_related("user").get(pk=membership.pk)
     _keeps_a_lead(membership, new_role=None)
-    audit_record(
-        project=membership.project,
-        actor=actor,
-        action="member.remove",
-        target=f"user {membership.user.get_username()}",
-        before={"role": membership.role},
+    membership_audit(
+        membership=membership, actor=actor, before_role=membership.role, after_role=None
     )
     membership.delete()
 

@@ -128,6 +128,36 @@ def _candidates_by_name(names: Iterable[str]) -> list[ModelVersion]:
     return [found[n] for n in names]
 
 
+def project_audit(
+    *,
+    project: Project,
+    actor: AbstractBaseUser | None,
+    changed: Mapping[str, tuple[Any, Any]] | None = None,
+    reason: str = "",
+) -> None:
+    """Log a project made (`changed` None) or the settings that changed, {field: (before,
+    after)}. The services and the admin log projects in this one form."""
+    if changed is None:
+        audit_record(
+            project=project,
+            actor=actor,
+            action="project.create",
+            target=f"project {project.slug}",
+            after={"slug": project.slug, "name": project.name},
+            reason=reason,
+        )
+        return
+    audit_record(
+        project=project,
+        actor=actor,
+        action="project.update",
+        target=f"project {project.slug}",
+        before={field: pair[0] for field, pair in changed.items()},
+        after={field: pair[1] for field, pair in changed.items()},
+        reason=reason,
+    )
+
+
 @transaction.atomic
 def project_create(
     *,
@@ -151,13 +181,7 @@ def project_create(
     _check(project, fields)
     project.full_clean()
     project.save()
-    audit_record(
-        project=project,
-        actor=actor,
-        action="project.create",
-        target=f"project {slug}",
-        after={"slug": slug, "name": name},
-    )
+    project_audit(project=project, actor=actor)
     if lead is not None:
         membership_add(project=project, actor=actor, user=lead, role=Membership.Role.LEAD)
     return project
@@ -198,14 +222,7 @@ def project_update(
             project.candidate_models.set(models)
             changed["candidate_models"] = (before, sorted(m.name for m in models))
     if changed:
-        audit_record(
-            project=project,
-            actor=actor,
-            action="project.update",
-            target=f"project {project.slug}",
-            before={field: pair[0] for field, pair in changed.items()},
-            after={field: pair[1] for field, pair in changed.items()},
-        )
+        project_audit(project=project, actor=actor, changed=changed)
     return changed
 
 

@@ -60,9 +60,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 BENCH_DB = "parley_bench_assignment"
 
 
@@ -112,60 +113,29 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def prepare_database(server_url: str) -> str:
-    """Create the benchmark database afresh on the server of `server_url`; return its URL."""
-    import psycopg2
-
-    parsed = urlparse(server_url)
-    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit("benchmarks/assignment.py needs PostgreSQL: set DATABASE_URL=postgres://...")
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB}")
-        cursor.execute(f"CREATE DATABASE {BENCH_DB}")
-    admin.close()
-    return parsed._replace(path=f"/{BENCH_DB}").geturl()
-
-
-def drop_database(server_url: str) -> None:
-    import psycopg2
-
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-    admin.close()
-
-
 def seed(*, sets: int, k: int, n: int, clients: int) -> dict:
     """Users with tokens, one project, `sets` ranking sets with K candidates and N open slots.
 
     Rows are generated inside PostgreSQL (INSERT ... SELECT over generate_series) so 200,000
     sets take seconds rather than minutes.
     """
-    from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
     from rest_framework.authtoken.models import Token
 
-    from annotations.models import Membership, ModelVersion, Project
-    from benchmarks.seeding import SetSeed, seed_ranking_sets
+    from annotations.models import ModelVersion, Project
+    from benchmarks.seeding import SetSeed, seed_members, seed_ranking_sets
 
     call_command("migrate", verbosity=0)
     project = Project.objects.create(
         slug="bench", name="Bench", replies_per_set=k, rankings_per_set=n, max_open_tasks=1
     )
     model = ModelVersion.objects.create(name="bench-model", source="bench/model")
-    users = get_user_model()
     # Benchmark users authenticate with tokens only: no usable password.
-    author = users.objects.create_user("author", password=None)
-    Membership.objects.create(user=author, project=project, role="lead")
-    tokens = []
-    for i in range(clients):
-        user = users.objects.create_user(f"trainer{i:02d}", password=None)
-        Membership.objects.create(user=user, project=project, role="trainer")
-        tokens.append(Token.objects.create(user=user).key)
+    author, trainers = seed_members(
+        project, lead="author", trainers=(f"trainer{i:02d}" for i in range(clients))
+    )
+    tokens = [Token.objects.create(user=user).key for user in trainers]
 
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -726,10 +696,9 @@ def main() -> None:
         sys.exit(
             "Set DATABASE_URL to a PostgreSQL server, e.g. postgres://postgres@127.0.0.1:5432/postgres"
         )
-    if args.reuse_db:
-        bench_url = urlparse(server_url)._replace(path=f"/{BENCH_DB}").geturl()
-    else:
-        bench_url = prepare_database(server_url)
+    from benchmarks.database import bench_database, drop_bench_database
+
+    bench_url, _ = bench_database(server_url, BENCH_DB, reuse=args.reuse_db)
     env = dict(os.environ)
     env.update(
         DATABASE_URL=bench_url,
@@ -740,7 +709,6 @@ def main() -> None:
         STATIC_ROOT=str(ROOT / "static"),
     )
     os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
@@ -826,7 +794,7 @@ def main() -> None:
         f"{'MET' if targets else 'NOT MET'} (claim p99 {claim_p99:.1f} ms)"
     )
     if not (args.keep_db or args.reuse_db):
-        drop_database(server_url)
+        drop_bench_database(server_url, BENCH_DB)
 
 
 if __name__ == "__main__":

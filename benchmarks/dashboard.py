@@ -30,9 +30,10 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 BENCH_DB = "parley_bench_dashboard"
 DAYS = 365
 TRAINERS = 50
@@ -40,85 +41,33 @@ MODELS = ("policy-v1", "policy-v2", "policy-v3")
 FLAGS = ("harmful", "untruthful", "fails_instruction")
 
 
-def django_setup(db_url: str) -> None:
-    os.environ["DATABASE_URL"] = db_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
-    os.environ.setdefault("DEBUG", "false")
-    os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-
-
-def prepare_database(server_url: str, *, reuse: bool) -> tuple[str, bool]:
-    """The benchmark database's URL, and whether it already holds a seeded project."""
-    import psycopg2
-
-    parsed = urlparse(server_url)
-    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit("benchmarks/dashboard.py needs PostgreSQL: set DATABASE_URL=postgres://...")
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB])
-        exists = cursor.fetchone() is not None
-        if not (reuse and exists):
-            cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-            cursor.execute(f"CREATE DATABASE {BENCH_DB}")
-            exists = False
-    admin.close()
-    return parsed._replace(path=f"/{BENCH_DB}").geturl(), exists
-
-
-def _orders(rng: random.Random, ids: list[int], raters: int, disagreeing: bool) -> list:
-    """Trainers mostly agree: a shared order with one random swap each; a careless trainer
-    shuffles."""
-    base = list(ids)
-    rng.shuffle(base)
-    orders = []
-    for index in range(raters):
-        order = list(base)
-        if disagreeing and index == 0:
-            rng.shuffle(order)
-        else:
-            i = rng.randrange(len(order) - 1)
-            if rng.random() < 0.5:
-                order[i], order[i + 1] = order[i + 1], order[i]
-        orders.append([[c] for c in order])
-    return orders
-
-
 def seed(*, sets: int, k: int, n: int, seed_value: int = 11) -> None:
     """Sets made in SQL (benchmarks.seeding), rankings and their figures computed here with
     the real maths and copied in, tasks and generation requests derived in SQL."""
-    from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
 
-    from annotations.agreement import (
-        consensus_order,
-        kendall_tau,
-        leave_one_out_agreement,
-        length_preference,
-        pairwise_agreement,
+    from annotations.agreement import leave_one_out_agreement, length_preference
+    from annotations.models import ModelVersion, Project
+    from benchmarks.seeding import (
+        SetSeed,
+        agreeing_orders,
+        copy_rankings,
+        copy_set_figures,
+        seed_members,
+        seed_ranking_sets,
+        set_figures_line,
     )
-    from annotations.models import Membership, ModelVersion, Project
-    from benchmarks.seeding import SetSeed, seed_ranking_sets
 
     call_command("migrate", verbosity=0)
     project = Project.objects.create(
         slug="bench", name="Bench", replies_per_set=k, rankings_per_set=n
     )
     models = [ModelVersion.objects.create(name=name, source=f"bench/{name}") for name in MODELS]
-    users = get_user_model()
-    lead = users.objects.create_user("lead", password=None)
-    Membership.objects.create(user=lead, project=project, role="lead")
-    trainers = []
-    for i in range(TRAINERS):
-        user = users.objects.create_user(f"trainer{i:02d}", password=None)
-        Membership.objects.create(user=user, project=project, role="trainer")
-        trainers.append(user.pk)
+    lead, members = seed_members(
+        project, lead="lead", trainers=(f"trainer{i:02d}" for i in range(TRAINERS))
+    )
+    trainers = [user.pk for user in members]
     careless = set(trainers[:2])  # two trainers who rank at random
     with connection.cursor() as cursor:
         seed_ranking_sets(
@@ -185,7 +134,7 @@ def seed(*, sets: int, k: int, n: int, seed_value: int = 11) -> None:
         rankings, figures = io.StringIO(), io.StringIO()
         for set_id, completed_at, ids, lengths in rows:
             raters = rng.sample(trainers, n)
-            orders = _orders(rng, ids, n, raters[0] in careless)
+            orders = agreeing_orders(rng, ids, n, careless_first=raters[0] in careless)
             by_id = dict(zip(ids, lengths, strict=True))
             loo = leave_one_out_agreement(orders, ids)
             for index, (user_id, order) in enumerate(zip(raters, orders, strict=True)):
@@ -199,30 +148,13 @@ def seed(*, sets: int, k: int, n: int, seed_value: int = 11) -> None:
                     f"\t{'t' if rng.random() < 0.02 else 'f'}\t{rng.randint(5000, 90000)}\tf"
                     f"\t{completed_at.isoformat()}\t{agreement}\t{pairs}\t{longer}\n"
                 )
-            figures.write(
-                f"{set_id}\t{json.dumps(consensus_order(orders, ids))}"
-                f"\t{pairwise_agreement(orders)}\t{kendall_tau(orders)}\n"
-            )
-        rankings.seek(0)
-        figures.seek(0)
-        cursor.copy_expert(
-            'COPY annotations_ranking (ranking_set_id, annotator_id, "order", flags, all_bad,'
-            " time_spent_ms, is_excluded, created_at, consensus_agreement, length_pairs,"
-            " longer_preferred) FROM STDIN",
+            figures.write(set_figures_line(set_id, orders, ids))
+        copy_rankings(
+            cursor,
             rankings,
+            extra_columns=("consensus_agreement", "length_pairs", "longer_preferred"),
         )
-        cursor.execute(
-            "CREATE TEMP TABLE bench_figures (id bigint, consensus jsonb, agreement float8,"
-            " tau float8)"
-        )
-        cursor.copy_expert("COPY bench_figures FROM STDIN", figures)
-        cursor.execute(
-            """
-            UPDATE annotations_rankingset s
-            SET consensus = f.consensus, agreement = f.agreement, kendall_tau = f.tau
-            FROM bench_figures f WHERE f.id = s.id
-            """
-        )
+        copy_set_figures(cursor, figures)
         # A done ranking task per ranking (time from its ranking), a done generation request
         # per set (latency from a few seconds to a minute).
         cursor.execute(
@@ -337,15 +269,6 @@ def time_exclusion(project, lead) -> None:
     )
 
 
-def _seeded_sets() -> int:
-    from annotations.models import RankingSet
-
-    try:
-        return RankingSet.objects.filter(project__slug="bench").count()
-    except Exception:  # an unmigrated or half-seeded database
-        return -1
-
-
 def _year_ago() -> str:
     from datetime import timedelta
 
@@ -361,15 +284,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--reuse-db", action="store_true", help="keep and reuse the seeded data")
     args = parser.parse_args()
-    server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    db_url, seeded = prepare_database(server, reuse=args.reuse_db)
-    django_setup(db_url)
-    if seeded and _seeded_sets() != args.sets:
-        print(f"the kept database holds {_seeded_sets():,} sets, not {args.sets:,}: seeding again")
-        from django.db import connection
+    from benchmarks.database import drop_bench_database, kept_or_fresh_database
 
-        connection.close()
-        db_url, seeded = prepare_database(server, reuse=False)
+    server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    db_url, seeded = kept_or_fresh_database(server, BENCH_DB, reuse=args.reuse_db, sets=args.sets)
     if not seeded:
         started = time.perf_counter()
         seed(sets=args.sets, k=args.k, n=args.n)
@@ -407,15 +325,10 @@ def main() -> None:
     print(f"slowest page: {slowest:.3f} s (target < 1 s): {'met' if slowest < 1 else 'MISSED'}")
     time_exclusion(project, lead)
     if not args.reuse_db:
-        import psycopg2
         from django.db import connection
 
         connection.close()
-        admin = psycopg2.connect(server)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.close()
+        drop_bench_database(server, BENCH_DB)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,11 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlencode, urlparse
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 BENCH_DB = "parley_bench_explorer"
 TOPICS = [
     "apples", "rivers", "volcanoes", "taxes", "gardening", "chess", "bicycles", "pianos",
@@ -51,44 +53,18 @@ K = 2
 N = 3
 
 
-def django_setup(db_url: str) -> None:
-    os.environ["DATABASE_URL"] = db_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
-    os.environ.setdefault("DEBUG", "false")
-    os.environ["ALLOWED_HOSTS"] = "testserver"
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-
-
-def prepare_database(server_url: str, *, reuse: bool) -> tuple[str, bool]:
-    """The benchmark database's URL, and whether it already holds a seeded project."""
-    import psycopg2
-
-    parsed = urlparse(server_url)
-    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit("benchmarks/explorer.py needs PostgreSQL: set DATABASE_URL=postgres://...")
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB])
-        exists = cursor.fetchone() is not None
-        if not (reuse and exists):
-            cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-            cursor.execute(f"CREATE DATABASE {BENCH_DB}")
-            exists = False
-    admin.close()
-    return parsed._replace(path=f"/{BENCH_DB}").geturl(), exists
-
-
 def seed() -> None:
-    from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
 
-    from annotations.models import Membership, ModelVersion, Project
-    from benchmarks.seeding import SetSeed, seed_ranking_sets
+    from annotations.models import ModelVersion, Project
+    from benchmarks.seeding import (
+        SetSeed,
+        candidate_ids_by_set,
+        copy_rankings,
+        seed_members,
+        seed_ranking_sets,
+    )
 
     started = time.perf_counter()
     call_command("migrate", verbosity=0)
@@ -101,14 +77,10 @@ def seed() -> None:
         label_schema=[{"name": "harmful", "kind": "flag"}],
     )
     model = ModelVersion.objects.create(name="bench-model", source="bench/model")
-    users = get_user_model()
-    author = users.objects.create_user("author", password=None)
-    Membership.objects.create(user=author, project=project, role="lead")
-    trainers = []
-    for i in range(N):
-        user = users.objects.create_user(f"trainer{i}", password=None)
-        Membership.objects.create(user=user, project=project, role="trainer")
-        trainers.append(user.pk)
+    author, members = seed_members(
+        project, lead="author", trainers=(f"trainer{i}" for i in range(N))
+    )
+    trainers = [user.pk for user in members]
     topics = "ARRAY[" + ", ".join(f"'{topic}'" for topic in TOPICS) + "]"
     with connection.cursor() as cursor:
         seed_ranking_sets(
@@ -129,29 +101,15 @@ def seed() -> None:
                 complete=True,
             ),
         )
-        cursor.execute(
-            """
-            SELECT ranking_set_id, array_agg(message_id ORDER BY position)
-            FROM annotations_rankingcandidate c JOIN annotations_rankingset s
-              ON s.id = c.ranking_set_id
-            WHERE s.project_id = %s GROUP BY ranking_set_id
-            """,
-            [project.pk],
-        )
         rng = random.Random(7)
         rankings = io.StringIO()
-        for set_id, ids in cursor.fetchall():
+        for set_id, ids in candidate_ids_by_set(cursor, project.pk):
             for user_id in trainers:
                 order = [[c] for c in rng.sample(ids, len(ids))]
                 rankings.write(
                     f"{set_id}\t{user_id}\t{json.dumps(order)}\t{{}}\tf\t30000\tf\tnow\n"
                 )
-        rankings.seek(0)
-        cursor.copy_expert(
-            'COPY annotations_ranking (ranking_set_id, annotator_id, "order", flags, all_bad,'
-            " time_spent_ms, is_excluded, created_at) FROM STDIN",
-            rankings,
-        )
+        copy_rankings(cursor, rankings)
         cursor.execute(
             """
             UPDATE annotations_rankingset SET agreement = (id %% 7) / 6.0,
@@ -275,25 +233,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reuse-db", action="store_true", help="keep a seeded database")
     args = parser.parse_args()
+    from benchmarks.database import kept_or_fresh_database
+
     server = os.environ.get("DATABASE_URL", "")
-    url, seeded = prepare_database(server, reuse=args.reuse_db)
-    django_setup(url)
+    _, seeded = kept_or_fresh_database(server, BENCH_DB, reuse=args.reuse_db, sets=SETS)
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    if not seeded or not _has_project():
+    if not seeded:
         seed()
     from annotations.models import Project
 
     project = Project.objects.get(slug="bench")
     search_figures(project)
     page_figures(project)
-
-
-def _has_project() -> bool:
-    from annotations.models import Project
-
-    return Project.objects.filter(slug="bench").exists()
 
 
 if __name__ == "__main__":

@@ -31,41 +31,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 BENCH_DB = "parley_bench_export"
 DAYS = 10  # sets are spread over ten days, so one day is a tenth of the data
-
-
-def django_setup(db_url: str) -> None:
-    os.environ["DATABASE_URL"] = db_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
-    os.environ.setdefault("DEBUG", "false")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-
-
-def prepare_database(server_url: str, *, reuse: bool) -> tuple[str, bool]:
-    """The benchmark database's URL, and whether it already holds a seeded project."""
-    import psycopg2
-
-    parsed = urlparse(server_url)
-    if parsed.scheme not in ("postgres", "postgresql", "pgsql"):
-        sys.exit("benchmarks/export.py needs PostgreSQL: set DATABASE_URL=postgres://...")
-    admin = psycopg2.connect(server_url)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB])
-        exists = cursor.fetchone() is not None
-        if not (reuse and exists):
-            cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-            cursor.execute(f"CREATE DATABASE {BENCH_DB}")
-            exists = False
-    admin.close()
-    return parsed._replace(path=f"/{BENCH_DB}").geturl(), exists
 
 
 def seed(*, sets: int, k: int, n: int, seed_value: int = 7) -> None:
@@ -77,27 +48,30 @@ def seed(*, sets: int, k: int, n: int, seed_value: int = 7) -> None:
     """
     import io
 
-    from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django.db import connection
 
-    from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
-    from annotations.models import Membership, ModelVersion, Project
-    from benchmarks.seeding import SetSeed, seed_ranking_sets
+    from annotations.models import ModelVersion, Project
+    from benchmarks.seeding import (
+        SetSeed,
+        agreeing_orders,
+        candidate_ids_by_set,
+        copy_rankings,
+        copy_set_figures,
+        seed_members,
+        seed_ranking_sets,
+        set_figures_line,
+    )
 
     call_command("migrate", verbosity=0)
     project = Project.objects.create(
         slug="bench", name="Bench", replies_per_set=k, rankings_per_set=n
     )
     model = ModelVersion.objects.create(name="bench-model", source="bench/model")
-    users = get_user_model()
-    author = users.objects.create_user("author", password=None)
-    Membership.objects.create(user=author, project=project, role="lead")
-    trainers = []
-    for i in range(n):
-        user = users.objects.create_user(f"trainer{i}", password=None)
-        Membership.objects.create(user=user, project=project, role="trainer")
-        trainers.append(user.pk)
+    author, members = seed_members(
+        project, lead="author", trainers=(f"trainer{i}" for i in range(n))
+    )
+    trainers = [user.pk for user in members]
     with connection.cursor() as cursor:
         # Candidates of 60 to 1,300 characters, so pairs differ in length as real ones do.
         seed_ranking_sets(
@@ -117,59 +91,21 @@ def seed(*, sets: int, k: int, n: int, seed_value: int = 7) -> None:
                 complete=True,
             ),
         )
-        cursor.execute(
-            """
-            SELECT ranking_set_id, array_agg(message_id ORDER BY position)
-            FROM annotations_rankingcandidate c JOIN annotations_rankingset s
-              ON s.id = c.ranking_set_id
-            WHERE s.project_id = %s GROUP BY ranking_set_id ORDER BY ranking_set_id
-            """,
-            [project.pk],
-        )
-        candidates = cursor.fetchall()
+        candidates = candidate_ids_by_set(cursor, project.pk)
         rng = random.Random(seed_value)
         rankings = io.StringIO()
         figures = io.StringIO()
         for set_id, ids in candidates:
             # Trainers mostly agree: each ranking is a shared order with one random swap.
-            base = list(ids)
-            rng.shuffle(base)
-            orders = []
-            for _ in trainers:
-                order = list(base)
-                i = rng.randrange(len(order) - 1)
-                if rng.random() < 0.5:
-                    order[i], order[i + 1] = order[i + 1], order[i]
-                orders.append([[c] for c in order])
+            orders = agreeing_orders(rng, ids, len(trainers))
             for user_id, order in zip(trainers, orders, strict=True):
                 rankings.write(
                     f"{set_id}\t{user_id}\t{json.dumps(order)}\t{{}}\tf\t{rng.randint(5000, 90000)}"
                     "\tf\tnow\n"
                 )
-            consensus = consensus_order(orders, ids)
-            figures.write(
-                f"{set_id}\t{json.dumps(consensus)}\t{pairwise_agreement(orders)}"
-                f"\t{kendall_tau(orders)}\n"
-            )
-        rankings.seek(0)
-        figures.seek(0)
-        cursor.copy_expert(
-            'COPY annotations_ranking (ranking_set_id, annotator_id, "order", flags, all_bad,'
-            " time_spent_ms, is_excluded, created_at) FROM STDIN",
-            rankings,
-        )
-        cursor.execute(
-            "CREATE TEMP TABLE bench_figures (id bigint, consensus jsonb, agreement float8,"
-            " tau float8)"
-        )
-        cursor.copy_expert("COPY bench_figures FROM STDIN", figures)
-        cursor.execute(
-            """
-            UPDATE annotations_rankingset s
-            SET consensus = f.consensus, agreement = f.agreement, kendall_tau = f.tau
-            FROM bench_figures f WHERE f.id = s.id
-            """
-        )
+            figures.write(set_figures_line(set_id, orders, ids))
+        copy_rankings(cursor, rankings)
+        copy_set_figures(cursor, figures)
         cursor.execute("VACUUM (ANALYZE)")
 
 
@@ -275,6 +211,8 @@ def run_exporter(db_url: str, out: Path, choices: dict) -> dict:
 def child(out: str, choices_json: str) -> None:
     """In the child: set Django up, export, print rows and seconds as JSON."""
     setup_started = time.perf_counter()
+    from benchmarks.database import django_setup
+
     django_setup(os.environ["DATABASE_URL"])
     from annotations.models import Project
     from exports.services import export_choices_clean, export_write
@@ -318,15 +256,10 @@ def main() -> None:
     if args.child:
         child(args.child, args.choices)
         return
-    server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    db_url, seeded = prepare_database(server, reuse=args.reuse_db)
-    django_setup(db_url)
-    if seeded and _seeded_sets() != args.sets:
-        print(f"the kept database holds {_seeded_sets():,} sets, not {args.sets:,}: seeding again")
-        from django.db import connection
+    from benchmarks.database import drop_bench_database, kept_or_fresh_database
 
-        connection.close()
-        db_url, seeded = prepare_database(server, reuse=False)
+    server = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    db_url, seeded = kept_or_fresh_database(server, BENCH_DB, reuse=args.reuse_db, sets=args.sets)
     if not seeded:
         started = time.perf_counter()
         seed(sets=args.sets, k=args.k, n=args.n)
@@ -373,22 +306,7 @@ def main() -> None:
           f"{full['seconds'] / sink_seconds:.2f}x")  # fmt: skip
     print(f"ORM loop time / Parley time (per row): {rate / orm_rate:.1f}x")
     if not args.reuse_db:
-        import psycopg2
-
-        admin = psycopg2.connect(server)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        admin.close()
-
-
-def _seeded_sets() -> int:
-    from annotations.models import RankingSet
-
-    try:
-        return RankingSet.objects.filter(project__slug="bench").count()
-    except Exception:  # an unmigrated or half-seeded database
-        return -1
+        drop_bench_database(server, BENCH_DB)
 
 
 def _one_day() -> str:

@@ -1,13 +1,25 @@
-"""Bulk seeding shared by the PostgreSQL benchmarks: one project's ranking sets, made in SQL.
+"""Bulk seeding shared by the PostgreSQL benchmarks: one project's members and ranking sets, its
+rankings copied in, and the sets' figures computed by the real maths.
 
 Rows are generated inside PostgreSQL (INSERT ... SELECT over generate_series), so 200,000 sets
 with their conversations, prompts and K candidates take seconds rather than the minutes the
 services would. The benchmarks differ only in the texts, the dates and the sets' state.
+Rankings made in Python (so consensus and agreement are real) go in with COPY FROM.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+RANKING_COLUMNS = (
+    "ranking_set_id", "annotator_id", '"order"', "flags", "all_bad", "time_spent_ms",
+    "is_excluded", "created_at",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,4 +104,90 @@ def seed_ranking_sets(cursor, seed: SetSeed) -> None:
         WHERE s.project_id = %s
         """,
         [seed.project_id],
+    )
+
+
+def seed_members(project: Any, *, lead: str, trainers: Iterable[str]) -> tuple[Any, list[Any]]:
+    """A lead and trainers of `project`, made by name; benchmark users log in with
+    `force_login` or a token, so none has a usable password."""
+    from django.contrib.auth import get_user_model
+
+    from annotations.models import Membership
+
+    users = get_user_model()
+    lead_user = users.objects.create_user(lead, password=None)
+    Membership.objects.create(user=lead_user, project=project, role="lead")
+    trainer_users = []
+    for name in trainers:
+        user = users.objects.create_user(name, password=None)
+        Membership.objects.create(user=user, project=project, role="trainer")
+        trainer_users.append(user)
+    return lead_user, trainer_users
+
+
+def candidate_ids_by_set(cursor, project_id: int) -> list[tuple[int, list[int]]]:
+    """Each ranking set of the project with its candidates' message ids in position order."""
+    cursor.execute(
+        """
+        SELECT ranking_set_id, array_agg(message_id ORDER BY position)
+        FROM annotations_rankingcandidate c JOIN annotations_rankingset s
+          ON s.id = c.ranking_set_id
+        WHERE s.project_id = %s GROUP BY ranking_set_id ORDER BY ranking_set_id
+        """,
+        [project_id],
+    )
+    return cursor.fetchall()
+
+
+def agreeing_orders(
+    rng: random.Random, ids: Sequence[int], raters: int, *, careless_first: bool = False
+) -> list[list[list[int]]]:
+    """Rankings (best first, one candidate a group) by `raters` trainers who mostly agree: a
+    shared order with at most one neighbouring swap each; a careless first trainer shuffles."""
+    base = list(ids)
+    rng.shuffle(base)
+    orders = []
+    for index in range(raters):
+        order = list(base)
+        if careless_first and index == 0:
+            rng.shuffle(order)
+        else:
+            i = rng.randrange(len(order) - 1)
+            if rng.random() < 0.5:
+                order[i], order[i + 1] = order[i + 1], order[i]
+        orders.append([[c] for c in order])
+    return orders
+
+
+def copy_rankings(cursor, rows: io.StringIO, *, extra_columns: Sequence[str] = ()) -> None:
+    """COPY the tab-separated rankings in `rows` (RANKING_COLUMNS, then `extra_columns`)."""
+    rows.seek(0)
+    columns = ", ".join([*RANKING_COLUMNS, *extra_columns])
+    cursor.copy_expert(f"COPY annotations_ranking ({columns}) FROM STDIN", rows)
+
+
+def set_figures_line(set_id: int, orders: list, ids: Sequence[int]) -> str:
+    """A set's consensus, agreement and Kendall's tau computed by the real maths, as a line
+    for `copy_set_figures`."""
+    from annotations.agreement import consensus_order, kendall_tau, pairwise_agreement
+
+    return (
+        f"{set_id}\t{json.dumps(consensus_order(orders, ids))}"
+        f"\t{pairwise_agreement(orders)}\t{kendall_tau(orders)}\n"
+    )
+
+
+def copy_set_figures(cursor, figures: io.StringIO) -> None:
+    """Write the lines of `set_figures_line` onto their ranking sets."""
+    figures.seek(0)
+    cursor.execute(
+        "CREATE TEMP TABLE bench_figures (id bigint, consensus jsonb, agreement float8, tau float8)"
+    )
+    cursor.copy_expert("COPY bench_figures FROM STDIN", figures)
+    cursor.execute(
+        """
+        UPDATE annotations_rankingset s
+        SET consensus = f.consensus, agreement = f.agreement, kendall_tau = f.tau
+        FROM bench_figures f WHERE f.id = s.id
+        """
     )

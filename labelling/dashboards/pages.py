@@ -11,13 +11,19 @@ from django.template import Template
 from django.utils.cache import patch_vary_headers
 
 from annotations.access import can
-from labelling.dashboards.filters import DashboardFilterError
+from annotations.models import Project
+from labelling.dashboards.filters import DashboardFilterError, DashboardFilters
 from labelling.dashboards.selectors import refreshed_through
 
 LAYOUT = "labelling/dashboards/base.html"
 # htmx requests (the filters) get only the page's `panel` block: the page template extends this
 # instead of the layout, so the fragment and the page cannot drift apart.
 PANEL_ONLY = Template("{% block panel %}{% endblock %}")
+
+
+def dashboard_context(project: Project, filters: DashboardFilters, title: str, **more) -> dict:
+    """What every filtered dashboard page's template reads, and the page's own values."""
+    return {"project": project, "filters": filters, "page_title": title, **more}
 
 
 def render_dashboard(

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from django.contrib.auth import get_user_model
 from django.db.models import Count, QuerySet, Sum
 
-from annotations.models import Project, PromptReport
+from annotations.models import Membership, Project, PromptReport
 from annotations.reliability import FleissTally
 from labelling.dashboards.gathering import COINCIDENCE_SIZE
 from labelling.dashboards.rollups import trainer_totals_on
@@ -249,3 +249,12 @@ def queue_depths(project: Project) -> dict[str, int]:
 
 def open_reports(project: Project) -> int:
     return PromptReport.objects.filter(project=project, state=PromptReport.State.OPEN).count()
+
+
+def member_user_id(project: Project, username: str) -> int | None:
+    """The user id of the project's member called `username`, None when nobody is."""
+    return (
+        Membership.objects.filter(project=project, user__username=username)
+        .values_list("user_id", flat=True)
+        .first()
+    )

@@ -28,8 +28,9 @@ from labelling.dashboards.agreement import agreement_dashboard
 from labelling.dashboards.charts import csv_response_for
 from labelling.dashboards.filters import dashboard_filters
 from labelling.dashboards.leaderboard import leaderboard
-from labelling.dashboards.pages import refuses_bad_filters, render_dashboard
+from labelling.dashboards.pages import dashboard_context, refuses_bad_filters, render_dashboard
 from labelling.dashboards.sets import set_drill_down
+from labelling.views.errors import Refusal
 
 LOG_SHOWN = 50
 
@@ -43,14 +44,14 @@ def agreement_page(request: HttpRequest, slug: str) -> HttpResponse:
     dashboard = agreement_dashboard(project=project, span=filters.span)
     if (csv := csv_response_for(request, dashboard.charts, prefix=project.slug)) is not None:
         return csv
-    context = {
-        "project": project,
-        "page_title": "Agreement",
-        "filters": filters,
-        "summary": dashboard.summary,
-        "charts": dashboard.charts,
-        "lowest": dashboard.lowest,
-    }
+    context = dashboard_context(
+        project,
+        filters,
+        "Agreement",
+        summary=dashboard.summary,
+        charts=dashboard.charts,
+        lowest=dashboard.lowest,
+    )
     return render_dashboard(
         request, "labelling/dashboards/agreement.html", context, current="dashboard-agreement"
     )
@@ -65,13 +66,9 @@ def models_page(request: HttpRequest, slug: str) -> HttpResponse:
     board = leaderboard(project=project, span=filters.span)
     if (csv := csv_response_for(request, board.charts, prefix=project.slug)) is not None:
         return csv
-    context = {
-        "project": project,
-        "page_title": "Model leaderboard",
-        "filters": filters,
-        "board": board,
-        "charts": board.charts,
-    }
+    context = dashboard_context(
+        project, filters, "Model leaderboard", board=board, charts=board.charts
+    )
     return render_dashboard(
         request, "labelling/dashboards/models.html", context, current="dashboard-models"
     )
@@ -152,14 +149,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _apply_refusal(form: forms.Form, exc: ValidationError) -> None:
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.error_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, exc)
-
-
 def _actions_context(
     request: HttpRequest,
     project: Project,
@@ -218,7 +207,7 @@ def _exclude(request: HttpRequest, project: Project) -> HttpResponse:
             reason=form.cleaned_data["reason"],
         )
     except ValidationError as exc:
-        _apply_refusal(form, exc)
+        Refusal.of(exc).on_form(form)
         return _answer(request, _actions_context(request, project, exclude=form), status=400)
     notice = (
         f"Excluded {_count(outcome.rankings_excluded, 'ranking')} by "
@@ -251,7 +240,7 @@ def _reopen(request: HttpRequest, project: Project) -> HttpResponse:
             extra=extra,
         )
     except ValidationError as exc:
-        _apply_refusal(form, exc)
+        Refusal.of(exc).on_form(form)
         return _answer(request, _actions_context(request, project, reopen=form), status=400)
     notice = (
         f"Ranking set {ranking_set.pk} reopened: it now needs "

@@ -15,8 +15,8 @@ from labelling.dashboards.charts import csv_response_for
 from labelling.dashboards.filters import DashboardFilterError, DashboardFilters, dashboard_filters
 from labelling.dashboards.length import length_chart, length_charts
 from labelling.dashboards.overview import build_overview
-from labelling.dashboards.pages import refuses_bad_filters, render_dashboard
-from labelling.dashboards.selectors import trainer_totals
+from labelling.dashboards.pages import dashboard_context, refuses_bad_filters, render_dashboard
+from labelling.dashboards.selectors import member_user_id, trainer_totals
 from labelling.dashboards.trainers import (
     COLUMNS,
     DEFAULT_SORT,
@@ -34,22 +34,10 @@ def _trainer_names(project) -> list[str]:
 def _trainer_filter(project, filters: DashboardFilters) -> tuple[int, str] | None:
     if not filters.trainer:
         return None
-    member = (
-        Membership.objects.filter(project=project, user__username=filters.trainer)
-        .values_list("user_id", flat=True)
-        .first()
-    )
+    member = member_user_id(project, filters.trainer)
     if member is None:
         raise DashboardFilterError(f"trainer: no member named {filters.trainer!r} in this project.")
     return member, filters.trainer
-
-
-def _common(project, filters: DashboardFilters, title: str) -> dict:
-    return {
-        "project": project,
-        "filters": filters,
-        "page_title": title,
-    }
 
 
 @login_required
@@ -62,8 +50,10 @@ def overview(request: HttpRequest, slug: str) -> HttpResponse:
     figures = build_overview(project, filters, trainer[0] if trainer else None)
     if (csv := csv_response_for(request, figures.charts, prefix=project.slug)) is not None:
         return csv
-    context = _common(project, filters, "Overview")
-    context.update(
+    context = dashboard_context(
+        project,
+        filters,
+        "Overview",
         overview=figures,
         kinds=Task.Kind.choices,
         trainers=_trainer_names(project),
@@ -87,8 +77,10 @@ def trainers(request: HttpRequest, slug: str) -> HttpResponse:
     chart = trainers_chart(rows)
     if (csv := csv_response_for(request, [chart], prefix=project.slug)) is not None:
         return csv
-    context = _common(project, filters, "Trainers")
-    context.update(
+    context = dashboard_context(
+        project,
+        filters,
+        "Trainers",
         rows=rows,
         chart=chart,
         columns=[
@@ -112,11 +104,7 @@ def trainer(request: HttpRequest, slug: str, username: str) -> HttpResponse:
     own = username == request.user.get_username()
     if not own and not can(request.user, project, "dashboards"):
         raise AccessDenied(project, "dashboards")
-    user_id = (
-        Membership.objects.filter(project=project, user__username=username)
-        .values_list("user_id", flat=True)
-        .first()
-    )
+    user_id = member_user_id(project, username)
     if user_id is None:
         raise Http404("No such trainer in this project.")
     filters = dashboard_filters(request.GET)
@@ -127,8 +115,10 @@ def trainer(request: HttpRequest, slug: str, username: str) -> HttpResponse:
         charts.append(length_chart(totals.length_buckets, name="trainer-length", who=username))
     if (csv := csv_response_for(request, charts, prefix=f"{project.slug}-{username}")) is not None:
         return csv
-    context = _common(project, filters, f"Trainer {username}")
-    context.update(
+    context = dashboard_context(
+        project,
+        filters,
+        f"Trainer {username}",
         trainer_name=username,
         totals=totals,
         charts=charts,
@@ -148,8 +138,9 @@ def length_bias(request: HttpRequest, slug: str) -> HttpResponse:
     charts = length_charts(project, filters.span, _trainer_filter(project, filters))
     if (csv := csv_response_for(request, charts, prefix=project.slug)) is not None:
         return csv
-    context = _common(project, filters, "Length bias")
-    context.update(charts=charts, trainers=_trainer_names(project))
+    context = dashboard_context(
+        project, filters, "Length bias", charts=charts, trainers=_trainer_names(project)
+    )
     return render_dashboard(
         request, "labelling/dashboards/length.html", context, current="dashboard-length"
     )

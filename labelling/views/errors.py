@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
 
+from django import forms
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -58,6 +59,12 @@ class Refusal:
             for field, messages in self.errors.items()
             for message in messages
         ]
+
+    def on_form(self, form: forms.Form) -> None:
+        """Show the refusal on `form`: each message on the field it names where the form has
+        that field, the rest above the form."""
+        for field, messages in self.errors.items():
+            form.add_error(field if field in form.fields else None, messages)
 
     def as_json(self) -> dict:
         """The body the API gives for the same refusal (see config.api)."""

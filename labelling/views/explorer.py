@@ -33,6 +33,7 @@ from annotations.explorer_sets import (
 )
 from annotations.models import Message, Project, Ranking
 from labelling.explorer_forms import ConversationFilterForm, ExclusionForm, SetFilterForm
+from labelling.views.errors import Refusal
 
 PER_PAGE = 25
 CONVERSATIONS = "labelling/explore_conversations.html"
@@ -206,8 +207,7 @@ def message_exclusion(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
                 reason=form.cleaned_data["reason"],
             )
         except ValidationError as exc:
-            for field, problems in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, problems)
+            Refusal.of(exc).on_form(form)
     if form.errors:
         errors = {"error_pk": message.pk, "form_errors": form.errors}
         if request.htmx:
@@ -258,8 +258,7 @@ def ranking_exclusion(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
                 reason=form.cleaned_data["reason"],
             )
         except ValidationError as exc:
-            for field, problems in exc.message_dict.items():
-                form.add_error(field if field in form.fields else None, problems)
+            Refusal.of(exc).on_form(form)
     ranking_set = ranking_set_for_explorer(project=project, pk=ranking.ranking_set_id)
     if form.errors:
         return _set_page(

@@ -1,18 +1,20 @@
-"""Fixtures of the training-run tests: stored files and run folders of this test only, the tiny
-models registered in the project, data to export (demonstrations, ranking sets with the learnable
-preference signal, prompts), and finished snapshots built by the real export path."""
+"""Fixtures of the trainer bridge's tests. For training runs: stored files and run folders of this
+test only, the tiny models registered in the project, data to export (demonstrations, ranking
+sets with the learnable preference signal, prompts), finished snapshots built by the real export
+path, and the train queue. For the generations page: a candidate model and the page's URL."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 
 from annotations.model_versions import project_use_model
 from annotations.models import ModelVersion
 from exports.models import ExportSnapshot
 from exports.services import export_build, export_request
-from tests.factories import ranked_set, say, start, trainers
+from tests.factories import ModelVersionFactory, ranked_set, say, start, trainers
 from tests.trainer_bridge.training.preference_signal import SignalSet, prompt_rows, ranking_sets
 from trainer_bridge.models import TrainingRun
 from trainer_bridge.services import model_version_register
@@ -133,3 +135,22 @@ def snapshot_of(project, engineer, media_root):
         return built
 
     return build
+
+
+@pytest.fixture
+def candidate_model(project) -> ModelVersion:
+    """A model version the project samples candidates from (the generations page offers it)."""
+    model = ModelVersionFactory(name="candidate-v1")
+    project.candidate_models.add(model)
+    return model
+
+
+@pytest.fixture
+def generations_url(project) -> str:
+    return reverse("generations", args=[project.slug])
+
+
+@pytest.fixture
+def sent(mocker):
+    """What was sent to the train queue (nothing runs: no worker in these tests)."""
+    return mocker.patch("trainer_bridge.tasks.train_run.delay")

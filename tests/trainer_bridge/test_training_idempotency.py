@@ -15,11 +15,6 @@ LIST_URL = "/api/v1/projects/alpha/training-runs/"
 
 
 @pytest.fixture
-def sent(mocker):
-    return mocker.patch("trainer_bridge.tasks.train_run.delay")
-
-
-@pytest.fixture
 def preferences(signal_data, snapshot_of):
     signal_data(sets=3, prompts=20)
     return snapshot_of("preferences")

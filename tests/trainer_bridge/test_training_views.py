@@ -19,11 +19,6 @@ def preferences(signal_data, snapshot_of):
     return snapshot_of("preferences")
 
 
-@pytest.fixture
-def sent(mocker):
-    return mocker.patch("trainer_bridge.tasks.train_run.delay")
-
-
 def logged_in(client, user):
     client.force_login(user)
     return client

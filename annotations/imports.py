@@ -31,7 +31,7 @@ from annotations.models import (
     RankingCandidate,
     RankingSet,
 )
-from annotations.services import NEXT_ROLES
+from annotations.services import NEXT_ROLES, a_turn
 
 # Rows per INSERT of bulk_create for ranking sets (Django lowers it to SQLite's limit), and per
 # UNNEST statement of `insert_rows` on PostgreSQL.
@@ -209,9 +209,9 @@ class _Batch:
 
 
 def _refuse_role(number: int, index: int, role: str, above: str | None) -> None:
-    after = f"after a {above} turn" if above else "as the first turn"
+    after = f"after {a_turn(above)}" if above else "as the first turn"
     raise ValidationError(
-        f"Conversation {number}, message {index}: a {role} turn cannot come {after}."
+        f"Conversation {number}, message {index}: {a_turn(role)} cannot come {after}."
     )
 
 

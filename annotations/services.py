@@ -20,12 +20,20 @@ NEXT_ROLES: dict[str | None, frozenset[str]] = {
 }
 
 
+def a_turn(role: str) -> str:
+    """A role's turn with its article, for messages: "a user turn", "an assistant turn"."""
+    # By sound, not spelling: "a user", "a system", "an assistant".
+    return f"{'an' if role == Message.Role.ASSISTANT else 'a'} {role} turn"
+
+
 def check_role_follows(*, parent_role: str | None, role: str) -> None:
     allowed = NEXT_ROLES.get(parent_role)
     if allowed is None or role not in allowed:
-        after = f"after a {parent_role} turn" if parent_role else "as the first turn"
+        after = f"after {a_turn(parent_role)}" if parent_role else "as the first turn"
         expected = " or ".join(sorted(allowed or []))
-        raise ValidationError({"role": f"A {role} turn cannot come {after}; expected {expected}."})
+        raise ValidationError(
+            {"role": f"{a_turn(role).capitalize()} cannot come {after}; expected {expected}."}
+        )
 
 
 def check_text(*, project: Project, text: str, field: str = "text") -> str:

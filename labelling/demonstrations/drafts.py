@@ -30,6 +30,7 @@ from labelling.leases import task_renew
 from labelling.models import Task
 from trainer_bridge.generation import generation_request_create
 from trainer_bridge.models import GenerationRequest
+from trainer_bridge.selectors import ordered_outputs
 
 # ---------------------------------------------------------------- drafts and scratch turns
 
@@ -142,6 +143,7 @@ def _draft_requests(context: Message) -> QuerySet[GenerationRequest]:
     return (
         GenerationRequest.objects.filter(context=context, purpose=GenerationRequest.Purpose.DRAFT)
         .select_related("model_version", "context")
+        .prefetch_related(ordered_outputs())
         .order_by("-queued_at", "-id")
     )
 
@@ -149,7 +151,10 @@ def _draft_requests(context: Message) -> QuerySet[GenerationRequest]:
 def task_draft_request(task: Task, pk: int) -> GenerationRequest | None:
     """The draft request `pk`, if it was made for this task (by any of its holders)."""
     generation = (
-        GenerationRequest.objects.select_related("model_version", "context").filter(pk=pk).first()
+        GenerationRequest.objects.select_related("model_version", "context")
+        .prefetch_related(ordered_outputs())
+        .filter(pk=pk)
+        .first()
     )
     if generation is None or not draft_belongs_to_task(generation, task):
         return None

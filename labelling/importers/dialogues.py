@@ -36,7 +36,7 @@ from annotations.imports import (
 )
 from annotations.models import Conversation, Message, Project
 from annotations.selectors import conversation_external_ids
-from annotations.services import NEXT_ROLES
+from annotations.services import NEXT_ROLES, a_turn
 from annotations.text import normalise
 from labelling.importers.provenance import Provenance
 from labelling.importers.reading import (
@@ -142,7 +142,7 @@ def _messages_turns(record: dict, line: int, rules: ImportRules, problems: list)
         problems.append(
             ImportProblem(
                 line,
-                f"the conversation ends with {_a(turns[-1].role)} turn; "
+                f"the conversation ends with {a_turn(turns[-1].role)}; "
                 "it must end with an assistant turn",
                 "messages",
             )
@@ -173,7 +173,7 @@ def _instruction_turns(record: dict, line: int, rules: ImportRules, problems: li
         problems.append(
             ImportProblem(
                 line,
-                f"the prompt ends with {_a(asked[-1].role)} turn; it must end with a user turn",
+                f"the prompt ends with {a_turn(asked[-1].role)}; it must end with a user turn",
                 "prompt",
             )
         )
@@ -262,7 +262,7 @@ def _in_order(turns: list[_Turn], line: int, problems: list) -> bool:
     for turn in turns:
         allowed = NEXT_ROLES[previous]
         if turn.role not in allowed:
-            after = f"after {_a(previous)} turn" if previous else "as the first turn"
+            after = f"after {a_turn(previous)}" if previous else "as the first turn"
             why = f"expected {' or '.join(sorted(allowed))} {after}, got {turn.role}"
             if turn.role == Message.Role.SYSTEM:
                 why += " (a system turn can only come first)"
@@ -270,10 +270,6 @@ def _in_order(turns: list[_Turn], line: int, problems: list) -> bool:
             return False
         previous = turn.role
     return True
-
-
-def _a(role: str) -> str:
-    return ("an " if role == Message.Role.ASSISTANT else "a ") + role
 
 
 def _shown(value) -> str:

@@ -17,7 +17,7 @@ from annotations.imports import (
 )
 from annotations.models import Conversation, Message, ModelVersion, Project
 from annotations.selectors import conversation_external_ids
-from annotations.services import NEXT_ROLES
+from annotations.services import NEXT_ROLES, a_turn
 from labelling.importers.provenance import Provenance
 from labelling.importers.reading import (
     ImportRules,
@@ -157,8 +157,8 @@ def _walk(tree: Tree, root: dict, rules: ImportRules, message_lines: dict, probl
         if role is None:
             bad(f"expected 'prompter' or 'assistant', got {raw.get('role')!r}", "role")
         elif role not in NEXT_ROLES[above.role if above else None]:
-            after = f"after a {above.role} turn" if above else "as the first turn"
-            bad(f"a {role} turn cannot come {after}", "role")
+            after = f"after {a_turn(above.role)}" if above else "as the first turn"
+            bad(f"{a_turn(role)} cannot come {after}", "role")
         parent_id = raw.get("parent_id")
         if above and parent_id is not None and parent_id != above.external_id:
             bad(f"{parent_id!r} is not the message it replies to", "parent_id")

@@ -23,6 +23,7 @@ from labelling.guidelines import guidelines_for_kind
 from labelling.leases import task_for_member
 from labelling.models import Task
 from labelling.views.errors import Refusal, refusal_as_json, refusal_as_text, shows_refusals
+from labelling.views.guidelines import first_guidelines_visit
 from labelling.views.pages import claim_for_page
 from trainer_bridge.selectors import queue_position
 
@@ -31,8 +32,6 @@ DRAFT = "labelling/_demo_draft.html"
 TURN_FIELD = re.compile(r"^turns\[(\d+)\](?:\.(\w+))?$")
 SAVE_EVERY_MS = 3000
 PREVIEW = "labelling/_demo_preview.html"
-# The projects whose guidelines the user has seen on this page (kept in their session).
-GUIDELINES_SEEN = "demonstration_guidelines_seen"
 
 
 def _demonstration_task(request: HttpRequest, task_id: int) -> Task:
@@ -91,7 +90,9 @@ def _page_context(request: HttpRequest, task: Task) -> dict:
         return context
     # Each page load is numbered, so that its saves and an older page's late ones are told apart.
     task = task_open_page(task_id=task.pk, user=user)
-    context["guidelines_open"] = first_guidelines_visit(request, project.pk)
+    context["guidelines_open"] = first_guidelines_visit(
+        request, project.pk, Task.Kind.DEMONSTRATION
+    )
     context["guidelines"] = guidelines_for_kind(project.guidelines, Task.Kind.DEMONSTRATION)
     context["task"] = task
     state = demo.state_from_autosave(task.autosave)
@@ -122,16 +123,6 @@ def _page_context(request: HttpRequest, task: Task) -> dict:
         },
     )
     return context
-
-
-def first_guidelines_visit(request: HttpRequest, project_id: int) -> bool:
-    """True the first time the user opens a demonstration of the project (in this session):
-    the guidelines start open then, and folded afterwards."""
-    seen = request.session.get(GUIDELINES_SEEN, [])
-    if project_id in seen:
-        return False
-    request.session[GUIDELINES_SEEN] = [*seen, project_id]
-    return True
 
 
 def _render_page(

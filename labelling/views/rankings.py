@@ -16,10 +16,12 @@ from annotations.text import parse_json
 from labelling.autosave import PageSave, parse_page_position, task_open_page, task_page_autosave
 from labelling.claims import task_skip, task_submit
 from labelling.comparisons import comparison_create
+from labelling.guidelines import guidelines_for_kind
 from labelling.leases import task_for_member
 from labelling.models import Task
 from labelling.rankings import RankingView, ranking_view
 from labelling.views.errors import Refusal, refusal_as_json, shows_refusals
+from labelling.views.guidelines import first_guidelines_visit
 from labelling.views.pages import claim_for_page
 
 TEMPLATE = "labelling/rank.html"
@@ -165,6 +167,8 @@ def _render_page(
         "error_fields": set(errors),
         "page_number": task.pages_opened,
         "revision": task.autosave_revision,
+        "guidelines": guidelines_for_kind(task.project.guidelines, Task.Kind.RANKING),
+        "guidelines_open": first_guidelines_visit(request, task.project_id, Task.Kind.RANKING),
     }
     return render(request, TEMPLATE, context, status=status)
 
@@ -328,7 +332,7 @@ def comparison_new(request: HttpRequest, slug: str) -> HttpResponse:
     ranking_set = comparison_create(project=project, requested_by=request.user)
     messages.success(
         request,
-        f"Ranking set {ranking_set.pk} is sampling {project.replies_per_set} candidates; "
+        f"Ranking set {ranking_set.pk} is sampling {ranking_set.replies_wanted} candidates; "
         "its ranking tasks open when they are in.",
     )
     return redirect("project-detail", slug=project.slug)

@@ -52,7 +52,7 @@
     count: document.getElementById("demo-editor-count"),
     error: document.getElementById("demo-editor-error"),
     status: document.getElementById("demo-save-status"),
-    lease: document.getElementById("demo-lease"),
+    lease: document.querySelector("#demo-lease time"),
     submitForm: document.getElementById("demo-submit-form"),
     submitState: document.getElementById("demo-submit-state"),
     submit: document.getElementById("demo-submit"),
@@ -364,10 +364,12 @@
     return body;
   }
 
-  function clock(iso, seconds) {
+  // A moment as every page writes it: "2026-03-01 09:30 UTC" (now, when `iso` is null), with
+  // the seconds when asked.
+  function utcStamp(iso, seconds) {
     var date = iso ? new Date(iso) : new Date();
-    var parts = [date.getHours(), date.getMinutes()].concat(seconds ? [date.getSeconds()] : []);
-    return parts.map(function (n) { return String(n).padStart(2, "0"); }).join(":");
+    if (isNaN(date.getTime())) return "";
+    return date.toISOString().slice(0, seconds ? 19 : 16).replace("T", " ") + " UTC";
   }
 
   function setStatus(text, kind) {
@@ -379,7 +381,7 @@
     savedVersion = Math.max(savedVersion, sent);
     saveFailed = false;
     lastSaveAt = Date.now();
-    if (state.version === savedVersion) setStatus("Saved at " + clock(null, true), "saved");
+    if (state.version === savedVersion) setStatus("Saved at " + utcStamp(null, true), "saved");
   }
 
   function stop(message) {
@@ -440,7 +442,7 @@
     if (typeof data.revision === "number") knownRevision = Math.max(knownRevision, data.revision);
     if (data.lease_expires_at && els.lease) {
       els.lease.dateTime = data.lease_expires_at;
-      els.lease.textContent = clock(data.lease_expires_at);
+      els.lease.textContent = utcStamp(data.lease_expires_at);
     }
     if (data.stored) {
       if (data.page !== page) page = data.page; // took over: this page is the newest now
@@ -480,7 +482,7 @@
     hideNotice();
     els.editor.value = state.editor;
     render();
-    setStatus("Saved at " + clock(null, true) + " (newer work from another window)", "saved");
+    setStatus("Saved at " + utcStamp(null, true) + " (newer work from another window)", "saved");
     contextChanged();
   }
 
@@ -628,7 +630,6 @@
   }
 
   render();
-  if (els.lease) els.lease.textContent = clock(els.lease.dateTime); // in the trainer's time zone
   if (nextRole() === "assistant" && !isFull() && els.draftBody &&
       !els.draftBody.querySelector("[data-generation]")) {
     requestDraft(true);

@@ -1,12 +1,12 @@
 // The demonstration page around the editor: the lease's end counting down, a question before a
 // skip throws written turns away, and the editor kept on the first screen.
 //
-// Loaded after demonstration.js (both deferred), which keeps #demo-lease's datetime up to date
+// Loaded after demonstration.js (both deferred), which keeps #demo-lease's time up to date
 // as saves renew the lease; this file only reads the page.
 (function () {
   "use strict";
 
-  var lease = document.getElementById("demo-lease");
+  var lease = document.querySelector("#demo-lease time");
   var left = document.getElementById("demo-lease-left");
   var editor = document.getElementById("demo-editor");
   var thread = document.getElementById("demo-thread");

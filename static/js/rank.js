@@ -369,9 +369,9 @@
       });
   }
 
+  // "Saved at 2026-03-01 09:30:05 UTC": a moment as every page writes it, with the seconds.
   function savedAt() {
-    var at = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    setStatus("Saved " + at);
+    setStatus("Saved at " + new Date().toISOString().slice(0, 19).replace("T", " ") + " UTC");
   }
 
   // What the server answered: stored, an older save of this page arriving late (a newer one of

@@ -90,7 +90,7 @@ def test_a_known_model_is_not_registered_again(project):
 @pytest.mark.parametrize(
     "messages, why",
     [
-        ([ImportedMessage(ASSISTANT, "R", "en")], "a assistant turn cannot come as the first"),
+        ([ImportedMessage(ASSISTANT, "R", "en")], "an assistant turn cannot come as the first"),
         (
             [ImportedMessage(USER, "Q", "en"), ImportedMessage(USER, "Q", "en", parent=0)],
             "message 1: a user turn cannot come after a user turn",

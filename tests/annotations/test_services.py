@@ -29,9 +29,12 @@ def test_a_dialogue_alternates_user_and_assistant():
     assert [m.depth for m in thread_to(follow_up)] == [0, 1, 2]
     assert follow_up.conversation_id == conversation.pk
 
-    with pytest.raises(ValidationError, match="cannot come after a user turn"):
+    with pytest.raises(ValidationError, match="'A user turn cannot come after a user turn"):
         message_add(parent=root, role="user", text="again", author_user=author)
-    with pytest.raises(ValidationError, match="cannot come after a assistant turn"):
+    with pytest.raises(
+        ValidationError,
+        match="An assistant turn cannot come after an assistant turn; expected user",
+    ):
         message_add(parent=reply, role="assistant", text="again", author_user=author)
 
 

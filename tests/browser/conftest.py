@@ -46,16 +46,43 @@ def browser():
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+# Production's default Content-Security-Policy (config/settings/production.py; a test in
+# tests/config/test_settings.py keeps the two the same). Every browser test runs under it.
+PRODUCTION_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+@pytest.fixture(autouse=True)
+def production_csp(settings):
+    settings.CONTENT_SECURITY_POLICY = PRODUCTION_CSP
+
+
+def csp_violations(page) -> list[str]:
+    """The Content-Security-Policy violations the page reports from now on (a live list)."""
+    found: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            found.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return found
+
+
 @pytest.fixture
 def page(browser, live_server, request):
     context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=live_server.url)
     page = context.new_page()
     page.set_default_timeout(15_000)
+    violations = csp_violations(page)
     yield page
     if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     context.close()
+    assert violations == [], "\n".join(violations)
 
 
 @pytest.hookimpl(hookwrapper=True)

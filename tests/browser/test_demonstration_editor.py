@@ -61,7 +61,9 @@ def test_the_editor_on_a_laptop_screen(small_page):
     expect(guidelines.get_by_role("heading", name="Guidelines for demonstrations")).to_be_visible()
     expect(page.get_by_text("Order them from best to worst.")).to_be_hidden()
 
-    # The lease's end, counting down.
+    # The lease's end, written as every page writes a moment, counting down.
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d UTC$")
+    expect(page.locator("#demo-lease time")).to_have_text(stamp)
     left = page.locator("#demo-lease-left")
     expect(left).to_have_text(re.compile(r"^\(\d+:\d\d left\)$"))
     first = left.text_content()
@@ -78,6 +80,10 @@ def test_the_editor_on_a_laptop_screen(small_page):
 
     editor.press("Control+Enter")
     expect(page.locator("#demo-turns > li")).to_have_count(1)
+    # A save renews the lease; the page writes the new end the same way.
+    saved = re.compile(r"^Saved at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
+    expect(page.locator("#demo-save-status")).to_have_text(saved)
+    expect(page.locator("#demo-lease time")).to_have_text(stamp)
 
     # Skip asks first; "Cancel" keeps the task and the turn.
     page.locator("#demo-skip summary").click()

@@ -56,6 +56,12 @@ def test_lead_searches_explores_and_excludes(page):
     node.wait_for()
     assert "Teapots steep <i>leaves</i> in hot water." in node.inner_text()  # shown as text
     assert "edit distance 3" in node.inner_text()
+    # The tree indents each turn by its depth (data-depth and explorer.css, no style attribute).
+    indents = [
+        page.locator(f"#message-{m.pk}").evaluate("el => el.getBoundingClientRect().left")
+        for m in (prompt, reply)
+    ]
+    assert indents[1] > indents[0]
     node.get_by_text("Exclude from exports").click()
     node.get_by_label("Reason").fill("Copied from a web page")
     node.get_by_role("button", name="Exclude this message").click()

@@ -1,5 +1,5 @@
 """The generations page's form with earlier turns and sampling fields, and its filters, in
-Chromium (no worker: the request stays queued)."""
+Chromium (no worker: the request stays queued); a double click queues one request."""
 
 import re
 
@@ -38,10 +38,25 @@ def test_a_multi_turn_request_with_a_seed_then_filtered(page):
     page.get_by_label("Top k").fill("20")
     page.get_by_label("Seed").fill("42")
     page.screenshot(path=str(ARTIFACTS / "generation-form.png"), full_page=True)
-    page.get_by_role("button", name="Queue request").click()
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    # Two clicks in one go (`data-once`): the second submit never reaches the form.
+    submits = page.evaluate(
+        """() => {
+        const button = document.querySelector("#generations-panel form[data-once] [type=submit]");
+        let count = 0;
+        button.form.addEventListener("submit", () => { count += 1; });
+        button.click();
+        button.click();
+        return count;
+    }"""
+    )
+    assert submits == 1
 
     card = page.locator("article.generation").first
     expect(card).to_have_attribute("data-state", "queued")
+    page.wait_for_timeout(300)
+    assert len(posts) == 1, posts
     generation = GenerationRequest.objects.get()
     assert [(m.role, m.text) for m in thread_to(generation.context)] == [
         ("user", "Name a <b>fruit</b>."),

@@ -1,6 +1,7 @@
 """A trainer ranks one set with the keyboard only and another by drag-and-drop, in Chromium."""
 
 import random
+import re
 
 import pytest
 from playwright.sync_api import expect
@@ -173,6 +174,64 @@ def test_rank_with_the_keyboard_then_with_drag_and_drop(page):
     assert ranking.all_bad is True
     assert ranking.rewrite.text == "Bonjour ! (« good morning »)"
     assert ranking.rewrite.parent_id == dragged_set.context_id
+
+
+RANK_GUIDELINES = (
+    "# How we judge replies\n\nBe fair to every reply.\n\n"
+    + "\n\n".join(f"- General rule number {i}: prefer honest replies." for i in range(30))
+    + "\n\n## Writing demonstrations\n\nPlay both sides of the dialogue.\n"
+)
+
+
+def test_on_a_laptop_screen_the_guidelines_leave_the_replies_in_view(browser, live_server):
+    project = ProjectFactory(slug="alpha", name="Herb garden", guidelines=RANK_GUIDELINES)
+    MembershipFactory(project=project, user=UserFactory(username="tina"), role="trainer")
+    set_with_conversation(project, BASIL_TURNS, BASIL_REPLIES)
+    set_with_conversation(project, ["Hi?"], ["One.", "Two.", "Three.", "Four."])
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, base_url=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        log_in(page, "tina", "pw-for-tests")
+        page.goto("/p/alpha/")
+        page.get_by_role("button", name="Rank replies").click()
+        page.wait_for_url("**/tasks/*/rank")
+        page.locator("html[data-rank-ready='true']").wait_for(state="attached")
+        first_url = page.url
+
+        # First visit: the guidelines for ranking are open, the demonstration part left out.
+        guidelines = page.locator("#rank-guidelines")
+        expect(guidelines).to_have_attribute("open", "")
+        expect(guidelines.locator("> summary")).to_have_text("Guidelines for ranking")
+        expect(guidelines.get_by_text("General rule number 0").first).to_be_visible()
+        expect(page.get_by_text("Play both sides of the dialogue.")).to_be_hidden()
+        # The replies are on the first screen, the first one whole, without scrolling (how many
+        # more fit depends on the shuffled order: the long reply is cut at 18rem).
+        assert page.evaluate("window.scrollY") == 0
+        first = page.locator("#candidates > li").first.bounding_box()
+        assert first["y"] >= 0 and first["y"] + first["height"] <= 768, first
+        below_heading = first["y"] - page.locator("#rank-heading").bounding_box()["y"]
+        assert page.locator("#candidates > li").nth(1).bounding_box()["y"] < 768
+        page.screenshot(path=str(SCREENSHOT_DIR / "screenshot-ranking-laptop.png"))
+        # A change is saved, and the page says when as every page writes a moment.
+        page.keyboard.press("2")
+        page.keyboard.press("ArrowUp")
+        saved = re.compile(r"^Saved at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$")
+        expect(page.locator("#autosave-status")).to_have_text(saved, timeout=10_000)
+
+        # The next set: the guidelines are folded, the replies still in view.
+        page.get_by_role("button", name="Submit and rank next").click()
+        page.wait_for_url(lambda url: url != first_url and url.endswith("/rank"))
+        expect(page.get_by_text("Hi?", exact=True)).to_be_visible()
+        expect(page.locator("#rank-guidelines")).not_to_have_attribute("open", "")
+        expect(page.get_by_text("General rule number 0").first).to_be_hidden()
+        # Open or folded, the guidelines move no reply: they sit in the other column (the page
+        # itself starts lower now, under the "Ranking saved" message).
+        heading = page.locator("#rank-heading").bounding_box()["y"]
+        assert page.locator("#candidates > li").first.bounding_box()["y"] - heading == below_heading
+        assert page.locator("#candidates > li").first.bounding_box()["y"] < 768
+    finally:
+        context.close()
 
 
 # Reloads at random moments must lose nothing typed in the better reply (seeded, repeatable).

@@ -16,17 +16,10 @@ from trainer_bridge.models import TrainingRun
 
 pytestmark = pytest.mark.browser
 
-PRODUCTION_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; "
-    "form-action 'self'"
-)
-
 
 def test_a_double_click_on_start_the_run_starts_one_run(
-    page, settings, transactional_db, engineer, mocker, request
+    page, transactional_db, engineer, mocker, request
 ):
-    settings.CONTENT_SECURITY_POLICY = PRODUCTION_CSP
     mocker.patch("trainer_bridge.tasks.train_run.delay")
     # The training tests' fixtures (imported above): tiny models, ranked sets, a snapshot.
     request.getfixturevalue("signal_data")(sets=3, prompts=20)

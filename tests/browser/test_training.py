@@ -12,12 +12,6 @@ from trainer_bridge.models import TrainingMetric, TrainingRun
 
 pytestmark = pytest.mark.browser
 
-PRODUCTION_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'; "
-    "form-action 'self'"
-)
-
 
 def _points(page, metric: str) -> int:
     return page.evaluate(
@@ -30,8 +24,7 @@ def _points(page, metric: str) -> int:
     )
 
 
-def test_the_run_page_charts_metrics_live_and_cancels(page, settings, transactional_db):
-    settings.CONTENT_SECURITY_POLICY = PRODUCTION_CSP
+def test_the_run_page_charts_metrics_live_and_cancels(page, transactional_db):
     project = ProjectFactory(slug="alpha", name="Alpha")
     MembershipFactory(project=project, user=UserFactory(username="eve"), role="engineer")
     run = TrainingRun.objects.create(

@@ -10,6 +10,7 @@ import pytest
 from django.conf import settings
 
 from config.celery import app
+from tests.browser.conftest import PRODUCTION_CSP
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_ENV = {
@@ -75,6 +76,8 @@ def test_production_sends_security_headers_and_serves_json_only():
     assert csp["object-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
     assert csp["base-uri"] == csp["form-action"] == "'self'"
     assert csp["img-src"] == "'self' data:"
+    assert csp["style-src"] == "'self'"  # no inline styles either
+    assert values["csp"] == PRODUCTION_CSP  # the policy every browser test runs under
     for feature in ("camera", "microphone", "geolocation"):
         assert f"{feature}=()" in values["pp"]
     assert values["renderers"] == ["rest_framework.renderers.JSONRenderer"]

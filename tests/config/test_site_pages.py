@@ -4,8 +4,12 @@ docs with a way back to the app, and the 401 a page's own request gets once sign
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from django.contrib.staticfiles import finders
+from django.template.loader import render_to_string
 from django.test import Client
 
 pytestmark = pytest.mark.django_db
@@ -74,3 +78,26 @@ def test_the_api_docs_lead_back_to_the_app(client, trainer):
     assert FAVICON in page
     assert "favicon-32x32.png" not in page  # Swagger's own icon is not linked
     assert "<style" not in page.split("<body")[1]  # the bar's style is a static file
+
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def test_no_template_carries_inline_styles():
+    """Production's CSP refuses inline styles: they live in static/css/."""
+    comments = re.compile(r"\{#.*?#\}|\{% comment %\}.*?\{% endcomment %\}", re.S)
+    found = [
+        f"{path.relative_to(TEMPLATES)}: {match[0]}"
+        for path in sorted(TEMPLATES.rglob("*.html"))
+        for match in re.finditer(
+            r"<style\b|\sstyle\s*=", comments.sub("", path.read_text(encoding="utf-8"))
+        )
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize("name", ["500.html", "503.html"])
+def test_the_standalone_error_pages_take_their_style_from_a_file(name):
+    page = render_to_string(name)
+    assert 'href="/static/css/error_page.css"' in page and 'class="error-page"' in page
+    assert finders.find("css/error_page.css") is not None

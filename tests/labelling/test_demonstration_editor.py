@@ -1,6 +1,8 @@
 """Around the demonstration editor: guidelines folded after the first visit and cut to the
 part for demonstrations, the Markdown preview of a turn, the lease's end on the page."""
 
+import datetime as dt
+
 import pytest
 from django.urls import reverse
 
@@ -83,8 +85,11 @@ def test_the_page_shows_the_lease_end_and_loads_the_extras(client, project, trai
     client.force_login(trainer)
     page = client.get(reverse("demonstration", args=[task.pk])).content.decode()
     task.refresh_from_db()
-    stamp = task.lease_expires_at.isoformat()
-    assert f'<time id="demo-lease" datetime="{stamp}">' in page
+    stamp = task.lease_expires_at.astimezone(dt.UTC)
+    assert (
+        f'<span id="demo-lease"><time datetime="{stamp.isoformat().replace("+00:00", "Z")}">'
+        f"{stamp:%Y-%m-%d %H:%M} UTC</time></span>"
+    ) in page
     assert 'id="demo-lease-left"' in page
     assert "js/demonstration_extras.js" in page
     assert 'name="content"' in page and reverse("demonstration-preview", args=[task.pk]) in page

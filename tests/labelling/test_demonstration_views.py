@@ -4,6 +4,8 @@ import json
 import re
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from annotations.models import Conversation, Message, PromptReport
@@ -313,3 +315,43 @@ def test_skip_with_an_unknown_report_reason_is_shown_on_the_page(client, project
     assert response.status_code == 400 and "Unknown reason" in response.content.decode()
     task.refresh_from_db()
     assert task.state == "assigned"
+
+
+def test_the_draft_status_fragment_loads_every_draft_with_one_query(
+    client, project, trainer, draft_model
+):
+    prompt = _prompt(project, "Why is the sky blue?")
+    task = _claim(project, trainer)
+    client.force_login(trainer)
+    client.post(reverse("demonstration-draft", args=[task.pk]), {"mode": "auto"}, **HTMX)
+    request = GenerationRequest.objects.get()
+    GenerationRequest.objects.filter(pk=request.pk).update(state="done")
+    url = reverse("demonstration-draft-status", args=[task.pk, request.pk])
+
+    def add_drafts(first: int, count: int) -> None:
+        for index in range(first, first + count):
+            draft = Message.objects.create(
+                conversation=prompt.conversation,
+                parent=prompt,
+                role="assistant",
+                text=f"Draft number {index}",
+                depth=1,
+                author_model=draft_model,
+                is_synthetic=True,
+            )
+            GenerationOutput.objects.create(request=request, message=draft, output_index=index)
+
+    def queries_for_fragment() -> tuple[list[str], str]:
+        with CaptureQueriesContext(connection) as captured:
+            fragment = client.get(url, **HTMX).content.decode()
+        return [query["sql"] for query in captured], fragment
+
+    add_drafts(0, 1)
+    with_one, _ = queries_for_fragment()
+    add_drafts(1, 4)
+    with_five, fragment = queries_for_fragment()
+    assert all(f'data-draft-text="Draft number {i}"' in fragment for i in range(5))
+    assert len(with_five) == len(with_one)  # not one more query per draft
+    # The drafts and their texts come in one query, read by both lists of the fragment.
+    outputs = [sql for sql in with_five if "generationoutput" in sql.lower()]
+    assert len(outputs) == 1 and "annotations_message" in outputs[0].lower()

@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from annotations.models import Ranking
+from annotations.models import Ranking, RankingSet
 from labelling.comparisons import ranking_set_requests
 from labelling.models import Task, TaskSkip
 from labelling.services import task_leases_expire
@@ -352,3 +352,56 @@ def test_a_refused_autosave_names_the_field_as_the_api_does(client, project, tra
     assert response.json() == {"data": ["Malformed JSON."]}
     response = client.post(url, "[]", content_type="application/json")
     assert response.json() == {"non_field_errors": ["Autosaved data must be an object."]}
+
+
+RANKING_GUIDELINES = (
+    "# Rules\n\nBe kind.\n\n## Writing demonstrations\n\nPlay both sides.\n\n"
+    "## When ranking replies\n\nOrder them best first."
+)
+
+
+def _rank_guidelines(page: str) -> str:
+    start = page.index('<details class="rank-guidelines"')
+    return page[start : page.index("</details>", page.index("guidelines-all", start))]
+
+
+def test_the_guidelines_for_ranking_open_on_the_first_visit_then_fold(client, project, trainer):
+    project.guidelines = RANKING_GUIDELINES
+    project.save(update_fields=["guidelines"])
+    make_ranking_set(project)
+    client.force_login(trainer)
+    task = claimed(client, project)
+    part = _rank_guidelines(page_of(client, task))
+    assert part.startswith('<details class="rank-guidelines" id="rank-guidelines" open>')
+    assert "Guidelines for ranking" in part
+    assert "Order them best first." in part and "Be kind." in part
+    # The demonstration section is only in the nested "All the project's guidelines".
+    cut = part[: part.index("guidelines-all")]
+    assert "Play both sides." not in cut and "Play both sides." in part
+    # Folded on the next visit; the demonstration page keeps its own first visit.
+    assert " open>" not in _rank_guidelines(page_of(client, task)).split("\n")[0]
+    assert client.session["ranking_guidelines_seen"] == [project.pk]
+    assert "demonstration_guidelines_seen" not in client.session
+
+
+def test_the_lead_is_told_the_sets_own_k(client, project, lead, monkeypatch):
+    from annotations.models import Project
+    from annotations.services import conversation_start
+    from labelling.views import rankings as ranking_views
+    from tests.factories import ModelVersionFactory
+
+    project.candidate_models.add(ModelVersionFactory(name="cand"))
+    conversation_start(project=project, text="A prompt to compare replies to", source="prompt")
+    started = ranking_views.comparison_create
+
+    def k_changed_meanwhile(**kwargs):
+        # Another lead sets K = 6 after this request read the project, before the set starts.
+        Project.objects.filter(pk=project.pk).update(replies_per_set=6)
+        return started(**kwargs)
+
+    monkeypatch.setattr(ranking_views, "comparison_create", k_changed_meanwhile)
+    client.force_login(lead)
+    response = client.post(f"/p/{project.slug}/comparisons/new", follow=True)
+    ranking_set = RankingSet.objects.get()
+    assert ranking_set.replies_wanted == 6
+    assert f"Ranking set {ranking_set.pk} is sampling 6 candidates" in response.content.decode()

@@ -111,7 +111,7 @@ def test_turns_out_of_order_are_refused_on_the_turn_and_the_prompt(
         **_turns(("assistant", "I start."), ("user", "Then me.")),
     }
     page = client.post(generations_url, form).content.decode()
-    assert "Earlier turn 1: A assistant turn cannot come as the first turn" in page
+    assert "Earlier turn 1: An assistant turn cannot come as the first turn" in page
     assert "A user turn cannot come after a user turn" in page  # the prompt after a user turn
     assert not GenerationRequest.objects.exists()
     # Kept as typed, so nothing is lost.

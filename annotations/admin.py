@@ -192,7 +192,7 @@ class RankingAdmin(RankingCurationActions, ProjectScopedAdmin):
     raw_id_fields = ["ranking_set", "annotator", "rewrite"]
     list_select_related = ["ranking_set", "annotator"]
     # Exclusion is changed by the actions only, which log it and recompute the set's consensus.
-    readonly_fields = ["is_excluded"]
+    readonly_fields = ["is_excluded", "excluded_by"]
 
 
 @admin.register(Label)

@@ -103,7 +103,9 @@ def _set_ranking_excluded(
         "set_consensus": locked.ranking_set.consensus,
     }
     locked.is_excluded = excluded
-    locked.save(update_fields=["is_excluded"])
+    # Taken in or out by hand: no trainer's exclusion is what keeps it out any more.
+    locked.excluded_by = None
+    locked.save(update_fields=["is_excluded", "excluded_by"])
     # A complete set's consensus and agreement come from its kept rankings: compute them again.
     ranking_set = ranking_set_finalize(ranking_set=locked.ranking_set)
     locked.ranking_set = ranking_set

@@ -1,11 +1,15 @@
-"""A lead's corrections to collected rankings: excluding a trainer's rankings from a date on, and
-reopening a ranking set for more rankings.
+"""A lead's corrections to collected rankings: excluding a trainer's rankings from a date on,
+lifting such an exclusion, and reopening a ranking set for more rankings.
 
 Both keep one count true: a set's `rankings_needed` minus its excluded rankings is how many
 rankings that count it still aims for. Excluding a ranking therefore raises `rankings_needed` by
 one and sends a complete set back to collecting; reopening raises it by the extra rankings asked
 for. `rankings_count` keeps counting every stored ranking, excluded or not, because the ranking
 service compares it with `rankings_needed` to know when a set is done.
+
+Lifting an exclusion counts again the rankings it excluded (each names it in
+`Ranking.excluded_by`; rankings a lead excluded one by one name none and stay out) and leaves
+the sets as they are: a set reopened for one more ranking still collects it, which does no harm.
 
 These services change annotations' tables only; the ranking tasks that let trainers give the
 extra rankings are labelling's, which calls these inside its own transaction.
@@ -43,6 +47,15 @@ class ExclusionOutcome:
     # collecting (after their figures were recomputed without the excluded rankings).
     sets_reopened: list[int]
     sets_refinalized: list[int]
+
+
+@dataclass(frozen=True)
+class LiftOutcome:
+    """What lifting one exclusion changed."""
+
+    exclusion: AnnotatorExclusion
+    rankings_included: int
+    sets_refinalized: list[int]  # complete sets recomputed with the rankings counting again
 
 
 def standing_exclusions(project: Project) -> QuerySet[AnnotatorExclusion]:
@@ -110,10 +123,11 @@ def annotator_exclude(
         .filter(pk__in=list(per_set), state__in=REOPENABLE)
         .order_by("pk")
     )
-    excluded = rankings.update(is_excluded=True)
     exclusion = AnnotatorExclusion.objects.create(
         project=project, annotator=annotator, since=since, reason=reason, created_by=actor
     )
+    # Named on each ranking, so that lifting the exclusion counts exactly these again.
+    excluded = rankings.update(is_excluded=True, excluded_by=exclusion)
     # In a few statements per 2,000 sets, whatever their number: a trainer's exclusion may
     # touch a tenth of a project's sets.
     refinalized = [rs.pk for rs in touched if rs.state == State.COMPLETE]
@@ -186,3 +200,64 @@ def ranking_set_reopen(
         reason=reason,
     )
     return locked
+
+
+@transaction.atomic
+def annotator_exclusion_lift(
+    *, exclusion: AnnotatorExclusion, actor: AbstractBaseUser, reason: str
+) -> LiftOutcome:
+    """Lift a standing exclusion: the rankings it excluded count again.
+
+    Complete sets among theirs get their consensus, agreement and quality figures computed
+    again; sets stay in their state with their `rankings_needed` (a reopened set still collects
+    its extra ranking). Rankings that another standing exclusion of the same trainer covers stay
+    excluded, under that one. From now on the trainer's rankings count (and, in labelling, they
+    may claim ranking tasks again). Logged as "annotator.lift".
+    """
+    locked = (
+        AnnotatorExclusion.objects.select_for_update(of=("self",))
+        .select_related("project", "annotator")
+        .get(pk=exclusion.pk)
+    )
+    project = locked.project
+    _check_lead(project=project, actor=actor)
+    reason = _check_reason(reason)
+    if locked.lifted_at is not None:
+        lifted = f"{locked.lifted_at:%Y-%m-%d %H:%M}"
+        raise ValidationError({"exclusion": f"This exclusion was already lifted on {lifted}."})
+    rankings = Ranking.objects.filter(excluded_by=locked, is_excluded=True)
+    other = (
+        standing_exclusions(project)
+        .filter(annotator_id=locked.annotator_id)
+        .exclude(pk=locked.pk)
+        .order_by("since", "pk")
+        .first()
+    )
+    if other is not None:
+        rankings.filter(created_at__gte=other.since).update(excluded_by=other)
+    set_ids = set(rankings.values_list("ranking_set_id", flat=True))
+    # Rows locked in id order, as every other writer of ranking sets takes them.
+    touched = list(
+        RankingSet.objects.select_for_update()
+        .filter(pk__in=list(set_ids))
+        .order_by("pk")
+        .values_list("pk", "state")
+    )
+    included = rankings.update(is_excluded=False, excluded_by=None)
+    refinalized = [pk for pk, state in touched if state == State.COMPLETE]
+    ranking_sets_refinalize(ranking_set_ids=refinalized)
+    locked.lifted_at = timezone.now()
+    locked.save(update_fields=["lifted_at"])
+    audit_record(
+        project=project,
+        actor=actor,
+        action="annotator.lift",
+        target=f"trainer {locked.annotator.get_username()}",
+        after={
+            "since": locked.since.isoformat(),
+            "rankings_included": included,
+            "sets_refinalized": len(refinalized),
+        },
+        reason=reason,
+    )
+    return LiftOutcome(exclusion=locked, rankings_included=included, sets_refinalized=refinalized)

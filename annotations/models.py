@@ -297,7 +297,15 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["conversation_id", "depth", "id"]
-        indexes = [models.Index(fields=["conversation", "parent"])]
+        indexes = [
+            models.Index(fields=["conversation", "parent"]),
+            # The dashboards' refresh reads the assistant turns trainers wrote since its last run.
+            models.Index(
+                fields=["created_at"],
+                condition=Q(role="assistant", author_user__isnull=False),
+                name="message_human_turn_idx",
+            ),
+        ]
         constraints = [
             # Together with a composite foreign key (parent_id, conversation_id) added in the
             # migration, this keeps a message and its parent in the same conversation.
@@ -393,6 +401,13 @@ class RankingSet(models.Model):
             models.Index(fields=["project", "state", "created_at"]),
             # The explorer's list, newest first, a page at a time.
             models.Index(fields=["project", "created_at", "id"], name="ranking_set_newest_idx"),
+            # The agreement page's lowest sets: read in the list's order (agreement, id) and
+            # stopped after a page, the span checked on the index entries.
+            models.Index(
+                fields=["project", "agreement", "id", "completed_at"],
+                condition=Q(state="complete", agreement__isnull=False),
+                name="ranking_set_lowest_idx",
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -444,6 +459,16 @@ class Ranking(models.Model):
     )
     time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
     is_excluded = models.BooleanField(default=False, help_text="Left out of exports by a lead.")
+    # Set while a trainer's exclusion is what keeps the ranking out, so that lifting it counts
+    # exactly those rankings again and not the ones a lead excluded one by one.
+    excluded_by = models.ForeignKey(
+        "AnnotatorExclusion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rankings",
+        help_text="The trainer's exclusion that excluded it; empty when excluded by hand.",
+    )
     # Quality figures written when the set completes (and again when its rankings change), so
     # that dashboards over hundreds of thousands of sets read sums instead of recomputing.
     consensus_agreement = models.FloatField(

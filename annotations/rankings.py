@@ -18,7 +18,7 @@ from annotations.ranking_quality import (
     set_candidates,
     set_rankings,
 )
-from annotations.selectors import exclusion_standing, thread_to
+from annotations.selectors import exclusion_covering, thread_to
 
 State = RankingSet.State
 
@@ -211,13 +211,14 @@ def ranking_create(
     `ranking_set.rankings_count` is the new count when this returns. A ranking stored while a
     lead's exclusion of `annotator` stands in the project is stored excluded.
     """
-    # A ranking by a trainer whom a lead's standing exclusion covers never counts.
+    # A ranking by a trainer whom a lead's standing exclusion covers never counts (until the
+    # exclusion is lifted).
+    covering = exclusion_covering(project_id=ranking_set.project_id, annotator_id=annotator.pk)
     ranking = Ranking.objects.create(
         ranking_set=ranking_set,
         annotator=annotator,
-        is_excluded=exclusion_standing(
-            project_id=ranking_set.project_id, annotator_id=annotator.pk
-        ),
+        is_excluded=covering is not None,
+        excluded_by=covering,
         order=order,
         flags=flags,
         all_bad=all_bad,

@@ -43,14 +43,24 @@ def conversation_external_ids(*, project: Project, prefix: str = "") -> QuerySet
     return conversations.values_list("external_id", flat=True)
 
 
+def exclusion_covering(*, project_id: int, annotator_id: int | None) -> AnnotatorExclusion | None:
+    """The lead's standing exclusion of `annotator_id` in the project that has begun (the one
+    begun first, if several), which excludes a ranking they store now; None if there is none."""
+    if annotator_id is None:
+        return None
+    return (
+        AnnotatorExclusion.objects.filter(
+            project_id=project_id,
+            annotator_id=annotator_id,
+            lifted_at__isnull=True,
+            since__lte=timezone.now(),
+        )
+        .order_by("since", "pk")
+        .first()
+    )
+
+
 def exclusion_standing(*, project_id: int, annotator_id: int | None) -> bool:
     """Whether a ranking `annotator_id` stores in the project now is excluded at once (a lead's
     exclusion of them stands and has begun)."""
-    if annotator_id is None:
-        return False
-    return AnnotatorExclusion.objects.filter(
-        project_id=project_id,
-        annotator_id=annotator_id,
-        lifted_at__isnull=True,
-        since__lte=timezone.now(),
-    ).exists()
+    return exclusion_covering(project_id=project_id, annotator_id=annotator_id) is not None

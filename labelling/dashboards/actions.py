@@ -1,5 +1,6 @@
 """A lead's actions on collected rankings, as labelling carries them out: annotations changes the
 rankings and the sets, and labelling opens the ranking tasks that collect the extra rankings.
+Lifting an exclusion opens and cancels nothing: the trainer's claims pass again by themselves.
 
 Open tasks go only to trainers who may rank the set (`labelling.rankings`): never its authors,
 never anyone who held one of its tasks (so never the trainer whose ranking was excluded), and
@@ -22,10 +23,13 @@ from annotations.exclusions import (
     REOPENABLE,
     SET_TARGET,
     ExclusionOutcome,
+    LiftOutcome,
     annotator_exclude,
+    annotator_exclusion_lift,
     ranking_set_reopen,
+    standing_exclusions,
 )
-from annotations.models import AuditEntry, Project, Ranking, RankingSet
+from annotations.models import AnnotatorExclusion, AuditEntry, Project, Ranking, RankingSet
 from labelling.dashboards.tasks import dashboards_rebuild
 from labelling.models import Task
 
@@ -42,6 +46,21 @@ def exclusion_preview(
     )
     sets = rankings.filter(ranking_set__state__in=REOPENABLE).values("ranking_set_id").distinct()
     return rankings.count(), sets.count()
+
+
+def lift_preview(*, exclusion: AnnotatorExclusion) -> tuple[int, int]:
+    """(rankings, sets) that lifting `exclusion` would count again and touch."""
+    rankings = Ranking.objects.filter(excluded_by=exclusion, is_excluded=True)
+    other = (
+        standing_exclusions(exclusion.project)
+        .filter(annotator_id=exclusion.annotator_id)
+        .exclude(pk=exclusion.pk)
+        .order_by("since")
+        .first()
+    )
+    if other is not None:  # what it covers stays out
+        rankings = rankings.filter(created_at__lt=other.since)
+    return rankings.count(), rankings.values("ranking_set_id").distinct().count()
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,17 @@ def trainer_exclude(
     # Every set the trainer touched completed after their ranking, so on or after `since`.
     _rebuild_rollups_after_commit(project, since)
     return outcome, opened
+
+
+@transaction.atomic
+def trainer_exclusion_lift(
+    *, exclusion: AnnotatorExclusion, actor: AbstractBaseUser, reason: str
+) -> LiftOutcome:
+    """Lift a trainer's exclusion; the dashboards are rebuilt from its date once it commits."""
+    outcome = annotator_exclusion_lift(exclusion=exclusion, actor=actor, reason=reason)
+    # The sets recomputed completed after the trainer's rankings, so on or after `since`.
+    _rebuild_rollups_after_commit(outcome.exclusion.project, outcome.exclusion.since)
+    return outcome
 
 
 @transaction.atomic

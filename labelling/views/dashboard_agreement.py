@@ -1,5 +1,5 @@
 """The dashboards for agreement: the project's agreement, one set's drill-down, the model
-leaderboard, and the lead's actions on rankings (exclude a trainer, reopen a set)."""
+leaderboard, and the lead's actions on rankings (exclude a trainer, lift that, reopen a set)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,14 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from annotations.access import can, project_for_member
 from annotations.exclusions import MAX_EXTRA_RANKINGS, REOPENABLE, standing_exclusions
-from annotations.models import Membership, Project, RankingSet
+from annotations.models import AnnotatorExclusion, Membership, Project, RankingSet
 from labelling.dashboards.actions import (
     action_log,
     exclusion_preview,
+    lift_preview,
     set_reopen,
     trainer_exclude,
+    trainer_exclusion_lift,
 )
 from labelling.dashboards.agreement import agreement_dashboard
 from labelling.dashboards.charts import csv_response_for
@@ -145,6 +147,37 @@ class ReopenForm(forms.Form):
         return found
 
 
+class LiftForm(forms.Form):
+    exclusion = forms.IntegerField(label="Exclusion", min_value=1, widget=forms.Select)
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+
+    def __init__(self, *args, project: Project, **kwargs) -> None:
+        super().__init__(*args, auto_id="lift-%s", **kwargs)
+        self.project = project
+        self.fields["exclusion"].widget.choices = [
+            ("", "Choose a trainer excluded now"),
+            *(
+                (e.pk, f"{e.annotator.get_username()}, since {e.since:%Y-%m-%d}")
+                for e in standing_exclusions(project)
+            ),
+        ]
+
+    def clean_exclusion(self) -> AnnotatorExclusion:
+        pk = self.cleaned_data["exclusion"]
+        found = (
+            AnnotatorExclusion.objects.filter(project=self.project, pk=pk)
+            .select_related("annotator")
+            .first()
+        )
+        if found is None:
+            raise ValidationError(f"This project has no exclusion {pk}.")
+        if found.lifted_at is not None:
+            raise ValidationError(
+                f"This exclusion was already lifted on {found.lifted_at:%Y-%m-%d %H:%M}."
+            )
+        return found
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -155,6 +188,7 @@ def _actions_context(
     *,
     exclude: ExcludeForm | None = None,
     reopen: ReopenForm | None = None,
+    lift: LiftForm | None = None,
     confirm: dict | None = None,
 ) -> dict:
     initial_set = request.GET.get("set", "")
@@ -165,6 +199,7 @@ def _actions_context(
         or ReopenForm(
             project=project, initial={"ranking_set": initial_set if initial_set.isdigit() else ""}
         ),
+        "lift_form": lift or LiftForm(project=project),
         "confirm": confirm,
         "exclusions": standing_exclusions(project),
         "log": action_log(project, limit=LOG_SHOWN),
@@ -250,6 +285,40 @@ def _reopen(request: HttpRequest, project: Project) -> HttpResponse:
     return _done(request, project, notice)
 
 
+def _lift(request: HttpRequest, project: Project) -> HttpResponse:
+    form = LiftForm(request.POST, project=project)
+    if not form.is_valid():
+        return _answer(request, _actions_context(request, project, lift=form), status=400)
+    exclusion = form.cleaned_data["exclusion"]
+    trainer = exclusion.annotator.get_username()
+    if request.POST.get("confirmed") != "yes":
+        rankings, sets = lift_preview(exclusion=exclusion)
+        confirm = {
+            "action": "lift",
+            "form": form,
+            "summary": (
+                f"Lift the exclusion of {trainer} since {exclusion.since:%Y-%m-%d}: the "
+                f"{_count(rankings, 'ranking')} it excluded count again, the complete sets among "
+                f"the {_count(sets, 'set')} they ranked are recomputed, and {trainer} may rank "
+                "again. Sets reopened for one more ranking stay open; the extra ranking does no "
+                "harm."
+            ),
+        }
+        return _answer(request, _actions_context(request, project, lift=form, confirm=confirm))
+    try:
+        outcome = trainer_exclusion_lift(
+            exclusion=exclusion, actor=request.user, reason=form.cleaned_data["reason"]
+        )
+    except ValidationError as exc:
+        Refusal.of(exc).on_form(form)
+        return _answer(request, _actions_context(request, project, lift=form), status=400)
+    notice = (
+        f"Lifted the exclusion of {trainer}: {_count(outcome.rankings_included, 'ranking')} "
+        f"count again, {_count(len(outcome.sets_refinalized), 'set')} recomputed."
+    )
+    return _done(request, project, notice)
+
+
 def _done(request: HttpRequest, project: Project, notice: str) -> HttpResponse:
     if request.htmx:
         context = _actions_context(request, project)
@@ -270,4 +339,8 @@ def actions_page(request: HttpRequest, slug: str) -> HttpResponse:
         return _exclude(request, project)
     if action == "reopen":
         return _reopen(request, project)
-    return HttpResponse("action: choose exclude or reopen.", status=400, content_type="text/plain")
+    if action == "lift":
+        return _lift(request, project)
+    return HttpResponse(
+        "action: choose exclude, reopen or lift.", status=400, content_type="text/plain"
+    )

@@ -1,5 +1,5 @@
-"""Excluding a trainer's rankings from a date on, and reopening a ranking set: the annotations
-services (the tasks that collect the extra rankings are tested in tests/labelling)."""
+"""Excluding a trainer's rankings from a date on, lifting that, and reopening a ranking set: the
+annotations services (the tasks that collect the extra rankings are tested in tests/labelling)."""
 
 from datetime import timedelta
 
@@ -8,8 +8,15 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from annotations.access import AccessDenied
+from annotations.agreement import pairwise_agreement
 from annotations.audit import audit_log
-from annotations.exclusions import annotator_exclude, ranking_set_reopen, standing_exclusions
+from annotations.curation import ranking_exclude, ranking_include
+from annotations.exclusions import (
+    annotator_exclude,
+    annotator_exclusion_lift,
+    ranking_set_reopen,
+    standing_exclusions,
+)
 from annotations.models import AnnotatorExclusion, Ranking, RankingSet
 from annotations.rankings import ranking_create
 from annotations.selectors import exclusion_standing
@@ -208,3 +215,140 @@ def test_reopening_refuses_what_it_cannot_do(project, lead, state, extra, field)
     the_set.refresh_from_db()
     assert the_set.state == state and the_set.rankings_needed == project.rankings_per_set
     assert not audit_log(project).exists()
+
+
+# ---------------------------------------------------------------------------- lifting
+
+
+def store(the_set, user, reverse=False):
+    ids = [e.message_id for e in the_set.entries.order_by("position")]
+    return ranking_create(
+        ranking_set=RankingSet.objects.get(pk=the_set.pk),
+        annotator=user,
+        order=[[i] for i in (ids[::-1] if reverse else ids)],
+        flags={},
+        all_bad=False,
+        rewrite=None,
+        time_spent_ms=None,
+    )
+
+
+def test_lifting_counts_again_what_the_exclusion_took_out_and_nothing_else(project, lead):
+    a, b, c, d = trainers(project, 4)
+    first = three_way_set(project, [a, b, c], "first")
+    by_hand = three_way_set(project, [a, b, c], "second")
+    hand_ranking = Ranking.objects.get(ranking_set=by_hand, annotator=a)
+    ranking_exclude(project=project, ranking=hand_ranking, actor=lead, reason="Copied")
+    exclusion = annotator_exclude(
+        project=project, annotator=a, since=timezone.now() - DAY, actor=lead, reason="Rushed"
+    ).exclusion
+    assert not exclusion_standing(project_id=project.pk, annotator_id=b.pk)
+    # The reopened set gets its extra ranking from d and completes without a.
+    store(first, d)
+    first.refresh_from_db()
+    assert first.state == RankingSet.State.COMPLETE and first.rankings_needed == 4
+    without_a = first.agreement
+    completed_at = first.completed_at
+
+    outcome = annotator_exclusion_lift(exclusion=exclusion, actor=lead, reason="Appeal upheld")
+
+    assert outcome.rankings_included == 1 and outcome.sets_refinalized == [first.pk]
+    assert not Ranking.objects.get(ranking_set=first, annotator=a).is_excluded
+    # The ranking excluded by hand before the exclusion stays out.
+    hand_ranking.refresh_from_db()
+    assert hand_ranking.is_excluded and hand_ranking.excluded_by is None
+    first.refresh_from_db()
+    orders = [r.order for r in Ranking.objects.filter(ranking_set=first).order_by("pk")]
+    assert len(orders) == 4
+    assert first.agreement == pytest.approx(pairwise_agreement(orders))
+    assert first.agreement != pytest.approx(without_a)
+    # The set keeps its state, its raised count and its completion time.
+    assert first.state == RankingSet.State.COMPLETE and first.completed_at == completed_at
+    assert first.rankings_needed == 4
+    exclusion.refresh_from_db()
+    assert exclusion.lifted_at is not None
+    assert not standing_exclusions(project).exists()
+    assert not exclusion_standing(project_id=project.pk, annotator_id=a.pk)
+    entry = audit_log(project, actions=["annotator.lift"]).get()
+    assert entry.actor == lead and entry.target == f"trainer {a.username}"
+    assert entry.reason == "Appeal upheld"
+    assert entry.after["rankings_included"] == 1 and entry.after["sets_refinalized"] == 1
+
+
+def test_a_ranking_stored_while_excluded_counts_after_the_lift_and_later_ones_too(project, lead):
+    a, b = trainers(project, 2)
+    exclusion = annotator_exclude(
+        project=project, annotator=a, since=timezone.now() - DAY, actor=lead, reason="x"
+    ).exclusion
+    the_set = make_ranking_set(project, k=2, needed=3)
+    stored = store(the_set, a)
+    assert stored.is_excluded and stored.excluded_by == exclusion
+
+    outcome = annotator_exclusion_lift(exclusion=exclusion, actor=lead, reason="y")
+
+    assert outcome.rankings_included == 1
+    assert outcome.sets_refinalized == []  # still collecting: nothing to recompute
+    stored.refresh_from_db()
+    assert not stored.is_excluded and stored.excluded_by is None
+    assert not store(make_ranking_set(project, k=2, needed=3), a).is_excluded
+
+
+def test_a_ranking_taken_in_and_out_again_by_hand_stays_out_after_the_lift(project, lead):
+    a, b, c = trainers(project, 3)
+    the_set = three_way_set(project, [a, b, c])
+    exclusion = annotator_exclude(
+        project=project, annotator=a, since=timezone.now() - DAY, actor=lead, reason="x"
+    ).exclusion
+    ranking = Ranking.objects.get(ranking_set=the_set, annotator=a)
+    ranking_include(project=project, ranking=ranking, actor=lead, reason="fine after all")
+    ranking_exclude(project=project, ranking=ranking, actor=lead, reason="no, copied")
+
+    assert (
+        annotator_exclusion_lift(exclusion=exclusion, actor=lead, reason="y").rankings_included == 0
+    )
+
+    ranking.refresh_from_db()
+    assert ranking.is_excluded and ranking.excluded_by is None
+
+
+def test_what_another_standing_exclusion_covers_stays_out(project, lead):
+    a, b, c = trainers(project, 3)
+    old = three_way_set(project, [a, b, c], "old")
+    Ranking.objects.filter(ranking_set=old).update(created_at=timezone.now() - 10 * DAY)
+    new = three_way_set(project, [a, b, c], "new")
+    recent = annotator_exclude(
+        project=project, annotator=a, since=timezone.now() - DAY, actor=lead, reason="x"
+    ).exclusion
+    wider = annotator_exclude(
+        project=project, annotator=a, since=timezone.now() - 20 * DAY, actor=lead, reason="y"
+    ).exclusion
+    new_ranking = Ranking.objects.get(ranking_set=new, annotator=a)
+    old_ranking = Ranking.objects.get(ranking_set=old, annotator=a)
+    assert (new_ranking.excluded_by, old_ranking.excluded_by) == (recent, wider)
+
+    outcome = annotator_exclusion_lift(exclusion=recent, actor=lead, reason="z")
+
+    assert outcome.rankings_included == 0
+    new_ranking.refresh_from_db()
+    assert new_ranking.is_excluded and new_ranking.excluded_by == wider
+    assert exclusion_standing(project_id=project.pk, annotator_id=a.pk)
+    assert annotator_exclusion_lift(exclusion=wider, actor=lead, reason="z").rankings_included == 2
+    assert not Ranking.objects.filter(annotator=a, is_excluded=True).exists()
+
+
+def test_lifting_is_for_leads_once_and_with_a_reason(project, lead, trainer, engineer):
+    (a,) = trainers(project, 1)
+    exclusion = annotator_exclude(
+        project=project, annotator=a, since=timezone.now(), actor=lead, reason="x"
+    ).exclusion
+    for actor in (trainer, engineer):
+        with pytest.raises(AccessDenied):
+            annotator_exclusion_lift(exclusion=exclusion, actor=actor, reason="x")
+    with pytest.raises(ValidationError) as raised:
+        annotator_exclusion_lift(exclusion=exclusion, actor=lead, reason=" ")
+    assert "reason" in raised.value.message_dict
+    annotator_exclusion_lift(exclusion=exclusion, actor=lead, reason="ok")
+    with pytest.raises(ValidationError) as raised:
+        annotator_exclusion_lift(exclusion=exclusion, actor=lead, reason="again")
+    assert "already lifted" in raised.value.message_dict["exclusion"][0]
+    assert audit_log(project, actions=["annotator.lift"]).count() == 1

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from annotations.exclusions import annotator_exclude
 from annotations.models import Ranking, RankingSet
 from annotations.rankings import ranking_set_create
 from labelling.claims import task_claim_next, task_submit
@@ -176,3 +177,34 @@ def _mean(project) -> float:
         )
     )
     return sum(values) / len(values)
+
+
+def test_a_lead_lifts_an_exclusion_through_the_confirmation(page):
+    project = ProjectFactory(slug="alpha", name="Alpha")
+    lead = MembershipFactory(project=project, user=UserFactory(username="lee"), role="lead").user
+    ana = MembershipFactory(project=project, user=UserFactory(username="ana"), role="trainer").user
+    exclusion = annotator_exclude(
+        project=project,
+        annotator=ana,
+        since=timezone.now() - timedelta(days=2),
+        actor=lead,
+        reason="Ranked at random",
+    ).exclusion
+    log_in(page, "lee", "pw-for-tests")
+    page.goto("/p/alpha/dashboard/actions/")
+    page.get_by_label("Exclusion").select_option(str(exclusion.pk))
+    page.locator("#lift-reason").fill("Appeal upheld <b>")
+    page.get_by_role("button", name="Review the lifting…").click()
+    confirm = page.locator("#confirm")
+    expect(confirm).to_contain_text("Lift the exclusion of ana since")
+    expect(confirm).to_contain_text("Sets reopened for one more ranking stay open")
+    shoot(page, "dashboard-actions-lift")
+    exclusion.refresh_from_db()
+    assert exclusion.lifted_at is None
+    confirm.get_by_role("button", name="Yes, lift the exclusion").click()
+    expect(page.locator(".message.success")).to_contain_text("Lifted the exclusion of ana")
+    expect(page.locator("table.audit-log")).to_contain_text("annotator.lift")
+    expect(page.locator("table.audit-log")).to_contain_text("Appeal upheld <b>")
+    expect(page.get_by_text("Nobody is excluded.")).to_be_visible()
+    exclusion.refresh_from_db()
+    assert exclusion.lifted_at is not None

@@ -1,5 +1,6 @@
-"""The lead's actions page: excluding a trainer's rankings and reopening a set, each after a
-confirmation, logged and shown; and the ranking tasks that collect the extra rankings."""
+"""The lead's actions page: excluding a trainer's rankings, lifting that, and reopening a set,
+each after a confirmation, logged and shown; and the ranking tasks that collect the extra
+rankings."""
 
 from datetime import UTC, timedelta
 
@@ -10,8 +11,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotations.audit import audit_log
+from annotations.exclusions import annotator_exclude
 from annotations.models import AnnotatorExclusion, Ranking, RankingSet
-from labelling.dashboards.actions import set_reopen, trainer_exclude
+from labelling.dashboards.actions import (
+    lift_preview,
+    set_reopen,
+    trainer_exclude,
+    trainer_exclusion_lift,
+)
 from labelling.models import Task
 from tests.factories import claim, make_ranking_set, rank, trainers
 
@@ -291,6 +298,130 @@ def test_a_trainer_cannot_post_an_action(client, project, trainer, ranked):
     response = client.post(actions_url(project), exclude_data(a, confirmed="yes"))
     assert response.status_code == 403
     assert not AnnotatorExclusion.objects.exists()
+
+
+# ---------------------------------------------------------------------------- lifting
+
+
+@pytest.fixture
+def excluded(project, lead, ranked, monkeypatch, django_capture_on_commit_callbacks):
+    """t0 (a) excluded since yesterday: their ranking of the set is out, the set collects one
+    more. Returns the exclusion, the set, the trainers and the rebuilds queued."""
+    the_set, people = ranked
+    rebuilt = []
+    monkeypatch.setattr(
+        "labelling.dashboards.tasks.dashboards_rebuild.delay",
+        lambda *arguments: rebuilt.append(arguments),
+    )
+    since = timezone.now() - timedelta(days=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome, _ = trainer_exclude(
+            project=project, annotator=people[0], since=since, actor=lead, reason="x"
+        )
+    rebuilt.clear()
+    return outcome.exclusion, the_set, people, rebuilt
+
+
+def lift_data(exclusion, **extra):
+    return {"action": "lift", "exclusion": exclusion.pk, "reason": "Appeal <i>upheld</i>", **extra}
+
+
+def test_lifting_lets_the_trainer_rank_again_and_rebuilds_from_its_date(
+    project, lead, excluded, django_capture_on_commit_callbacks
+):
+    exclusion, the_set, (a, b, c, d, e), rebuilt = excluded
+    make_ranking_set(project, k=3, needed=1)
+    assert claim(project, a) is None
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = trainer_exclusion_lift(exclusion=exclusion, actor=lead, reason="Appeal")
+    assert outcome.rankings_included == 1
+    assert rebuilt == [(project.pk, exclusion.since.astimezone(UTC).date().isoformat())]
+    assert not Ranking.objects.get(ranking_set=the_set, annotator=a).is_excluded
+    # The reopened set stays as it is, still collecting its extra ranking from a fresh trainer.
+    the_set.refresh_from_db()
+    assert the_set.state == RankingSet.State.COLLECTING and the_set.rankings_needed == 4
+    assert Task.objects.filter(ranking_set=the_set, state=Task.State.OPEN).count() == 1
+    task = claim(project, a)
+    assert task is not None and task.ranking_set_id != the_set.pk
+
+
+def test_lifting_from_the_page_asks_for_confirmation_first(client, project, lead, excluded):
+    exclusion, the_set, (a, *_), rebuilt = excluded
+    client.force_login(lead)
+    page = client.get(actions_url(project)).content.decode()
+    assert f'<option value="{exclusion.pk}">t0, since' in page
+
+    review = client.post(actions_url(project), lift_data(exclusion), **HTMX)
+    assert review.status_code == 200
+    page = review.content.decode()
+    assert "Lift the exclusion of t0 since" in page and "the 1 ranking it excluded" in page
+    assert "Sets reopened for one more ranking stay open" in page
+    assert "Yes, lift the exclusion" in page and "<html" not in page
+    assert Ranking.objects.get(ranking_set=the_set, annotator=a).is_excluded
+
+    done = client.post(actions_url(project), lift_data(exclusion, confirmed="yes"))
+    assert done.status_code == 302
+    assert not Ranking.objects.get(ranking_set=the_set, annotator=a).is_excluded
+    page = client.get(done.url).content.decode()
+    assert "Lifted the exclusion of t0: 1 ranking count again, 0 sets recomputed." in page
+    assert "annotator.lift" in page and "rankings included: 1" in page
+    assert "Appeal &lt;i&gt;upheld&lt;/i&gt;" in page and "<i>upheld" not in page
+    assert "Nobody is excluded." in page
+
+
+def test_the_lift_preview_leaves_out_what_a_wider_exclusion_covers(project, lead, excluded):
+    exclusion, the_set, (a, *_), _ = excluded
+    assert lift_preview(exclusion=exclusion) == (1, 1)
+    annotator_exclude(
+        project=project,
+        annotator=a,
+        since=exclusion.since - timedelta(days=3),
+        actor=lead,
+        reason="wider",
+    )
+    assert lift_preview(exclusion=exclusion) == (0, 0)
+
+
+def test_only_leads_lift(client, project, lead, trainer, engineer, outsider, excluded):
+    exclusion, *_ = excluded
+    expected = {engineer: 403, trainer: 403, outsider: 404}
+    for user, status in expected.items():
+        client.force_login(user)
+        response = client.post(actions_url(project), lift_data(exclusion, confirmed="yes"))
+        assert response.status_code == status, user.username
+    exclusion.refresh_from_db()
+    assert exclusion.lifted_at is None
+    client.force_login(lead)
+    assert client.post(actions_url(project), lift_data(exclusion)).status_code == 200
+
+
+def test_bad_lift_input_is_a_form_error(client, project, lead, excluded, other_set):
+    exclusion, *_ = excluded
+    (stranger,) = trainers(other_set.project, 1, prefix="o")
+    elsewhere = AnnotatorExclusion.objects.create(
+        project=other_set.project, annotator=stranger, since=timezone.now(), reason="r"
+    )
+    client.force_login(lead)
+    for data, text in [
+        ({"exclusion": elsewhere.pk}, f"This project has no exclusion {elsewhere.pk}."),
+        ({"exclusion": "x"}, "Enter a whole number."),
+        ({"reason": ""}, "This field is required."),
+    ]:
+        body = {**lift_data(exclusion, confirmed="yes"), **data}
+        response = client.post(actions_url(project), body)
+        assert response.status_code == 400, data
+        assert text in response.content.decode()
+    assert not audit_log(project, actions=["annotator.lift"]).exists()
+    elsewhere.refresh_from_db()
+    assert elsewhere.lifted_at is None
+    # Lifted once; a second try names the field.
+    assert (
+        client.post(actions_url(project), lift_data(exclusion, confirmed="yes")).status_code == 302
+    )
+    response = client.post(actions_url(project), lift_data(exclusion, confirmed="yes"), **HTMX)
+    assert response.status_code == 200  # htmx: the panel with the error
+    assert "This exclusion was already lifted on" in response.content.decode()
+    assert audit_log(project, actions=["annotator.lift"]).count() == 1
 
 
 @pytest.fixture

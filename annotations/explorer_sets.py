@@ -15,7 +15,7 @@ from django.core.cache import cache
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from annotations.access import can
-from annotations.agreement import consensus_order, pairwise_agreement
+from annotations.agreement import agreement_with_consensus
 from annotations.audit import audit_log
 from annotations.explorer import (
     CHOICES_CACHE_SECONDS,
@@ -195,13 +195,6 @@ def ranks_of(order: list[list[int]], candidate_ids: list[int]) -> list[int | Non
     return [rank.get(pk) for pk in candidate_ids]
 
 
-def agreement_with_others(order, others: list, candidate_ids: list[int]) -> float | None:
-    """Pairwise agreement of `order` with the consensus of the `others` orders."""
-    if not others:
-        return None
-    return pairwise_agreement([order, consensus_order(others, candidate_ids)])
-
-
 def ranking_set_for_explorer(*, project: Project, pk: int) -> RankingSet | None:
     return (
         RankingSet.objects.filter(project=project, pk=pk)
@@ -238,7 +231,7 @@ def ranking_set_view(*, ranking_set: RankingSet, viewer: AbstractBaseUser) -> Se
         others = [r.order for r in rankings if r.pk != ranking.pk and not r.is_excluded]
         agreement = ranking.consensus_agreement
         if agreement is None:
-            agreement = agreement_with_others(ranking.order, others, ids)
+            agreement = agreement_with_consensus(ranking.order, others, ids)
         flags = ranking.flags or {}
         view.rankings.append(
             SetRankingRow(

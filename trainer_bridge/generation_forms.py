@@ -13,6 +13,8 @@ from annotations.models import Message, ModelVersion, Project
 from annotations.services import check_role_follows, check_text
 from trainer_bridge.models import GenerationRequest
 from trainer_bridge.sampling_params import (
+    REPETITION_PENALTY_MAX,
+    RULES,
     SEED_LIMIT,
     TEMPERATURE_MAX,
     TOP_K_MAX,
@@ -22,7 +24,7 @@ from trainer_bridge.sampling_params import (
 from trainer_bridge.selectors import project_policy_models
 
 # The sampling fields of the form, by the name the service knows them by.
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed")
+SAMPLING_FIELDS = tuple(RULES)
 
 
 class GenerationForm(forms.Form):
@@ -92,7 +94,9 @@ class GenerationForm(forms.Form):
         self.fields["top_p"].widget.attrs.update({"min": 0, "max": 1, "step": "any"})
         self.fields["top_k"].widget.attrs.update({"min": 0, "max": TOP_K_MAX})
         self.fields["max_new_tokens"].widget.attrs.update({"min": 1, "max": max_new_tokens_limit()})
-        self.fields["repetition_penalty"].widget.attrs.update({"min": 0, "max": 10, "step": "any"})
+        self.fields["repetition_penalty"].widget.attrs.update(
+            {"min": 0, "max": REPETITION_PENALTY_MAX, "step": "any"}
+        )
         self.fields["seed"].widget.attrs.update({"min": 0, "max": SEED_LIMIT - 1})
 
     def purpose_value(self) -> str:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 TEMPERATURE_MAX = 5
 TOP_K_MAX = 1_000_000  # above any vocabulary; 0 means no top-k cut
+REPETITION_PENALTY_MAX = 10
 SEED_LIMIT = 2**32  # a seed is a 32-bit value: 0 <= seed < SEED_LIMIT
 
 
@@ -82,7 +83,9 @@ RULES: dict[str, Rule] = {
         lambda: f"between 1 and {max_new_tokens_limit()}",
     ),
     "repetition_penalty": Rule(
-        float, lambda v: 0 < v <= 10, lambda: "greater than 0 and at most 10"
+        float,
+        lambda v: 0 < v <= REPETITION_PENALTY_MAX,
+        lambda: f"greater than 0 and at most {REPETITION_PENALTY_MAX}",
     ),
     "seed": Rule(int, lambda v: 0 <= v < SEED_LIMIT, lambda: "between 0 and 2**32 - 1"),
 }

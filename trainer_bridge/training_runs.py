@@ -261,7 +261,7 @@ class RunStart:
     created: bool
 
 
-IDEMPOTENCY_KEY_MAX = 100
+IDEMPOTENCY_KEY_MAX = TrainingRun._meta.get_field("idempotency_key").max_length
 _KEY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.:")
 
 

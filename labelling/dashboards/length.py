@@ -7,15 +7,14 @@ from annotations.models import Project
 from labelling.dashboards import histograms as h
 from labelling.dashboards.charts import ChartTable
 from labelling.dashboards.selectors import DateSpan, project_length_buckets, trainer_totals
-from labelling.dashboards.trainers import bucket_rows
 
 BUCKET_LABELS = h.bucket_labels(h.LENGTH_EDGES, " chars")
 
 
 def length_chart(buckets: list[list[int]], *, name: str, who: str) -> ChartTable:
     rows = [
-        (f"{label} chars", pairs, won, share, 0.5)
-        for label, pairs, won, share in bucket_rows(buckets)
+        (label, pairs, won, won / pairs if pairs else None, 0.5)
+        for label, (pairs, won) in zip(BUCKET_LABELS, buckets, strict=True)
     ]
     return ChartTable(
         name=name,

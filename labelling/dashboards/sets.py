@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from django.shortcuts import get_object_or_404
 
-from annotations.agreement import order_levels
 from annotations.models import Message, Project, Ranking, RankingCandidate, RankingSet
+from annotations.reliability import order_ranks
 from annotations.selectors import thread_to
 from labelling.dashboards.gathering import candidate_source
 
@@ -54,16 +54,14 @@ def _places(order, flags: dict | None = None) -> dict[int, Place]:
     flags = flags if isinstance(flags, dict) else {}
     places: dict[int, Place] = {}
     try:
-        order_levels(order)
+        ranks = order_ranks(order)
     except (ValueError, TypeError):
         return places
-    rank = 1
     for group in order:
         for candidate in group:
             named = flags.get(str(candidate), ())
             named = tuple(str(n) for n in named) if isinstance(named, list) else ()
-            places[candidate] = Place(rank=rank, tied=len(group) > 1, flags=named)
-        rank += len(group)
+            places[candidate] = Place(rank=ranks[candidate], tied=len(group) > 1, flags=named)
     return places
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from annotations.models import Project
-from labelling.dashboards import histograms as h
 from labelling.dashboards.charts import ChartTable
 from labelling.dashboards.outliers import Rule, outliers
 from labelling.dashboards.selectors import DateSpan, daily_rows, trainer_daily, trainer_totals
@@ -192,12 +191,3 @@ def trainer_trend(project: Project, span: DateSpan, user_id: int) -> list[ChartT
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
-
-
-def bucket_rows(buckets: list[list[int]]) -> list[tuple]:
-    """(bucket label, pairs, longer won, share) per length-difference bucket."""
-    labels = h.bucket_labels(h.LENGTH_EDGES)
-    return [
-        (label, pairs, won, won / pairs if pairs else None)
-        for label, (pairs, won) in zip(labels, buckets, strict=True)
-    ]

@@ -97,7 +97,10 @@ def annotator_exclude(
     reason = _check_reason(reason)
     if since > timezone.now():
         raise ValidationError({"since": "The date is in the future: nothing to exclude yet."})
-    if not Membership.objects.filter(project=project, user=annotator).exists():
+    # The membership row is locked so that two exclusions of one trainer (a double submit) run
+    # one after the other: the second finds the first standing and is refused.
+    member = Membership.objects.select_for_update().filter(project=project, user=annotator)
+    if not member.exists():
         raise ValidationError({"annotator": f"{annotator} is not a member of {project}."})
     earlier = standing_exclusions(project).filter(annotator=annotator, since__lte=since).first()
     if earlier is not None:
@@ -165,9 +168,18 @@ def annotator_exclude(
 
 @transaction.atomic
 def ranking_set_reopen(
-    *, ranking_set: RankingSet, actor: AbstractBaseUser, reason: str, extra: int = 1
+    *,
+    ranking_set: RankingSet,
+    actor: AbstractBaseUser,
+    reason: str,
+    extra: int = 1,
+    needed_was: int | None = None,
 ) -> RankingSet:
     """Ask `extra` more rankings of a collecting or complete set; returns it fresh.
+
+    `needed_was` is the `rankings_needed` the lead saw when confirming: if the set has changed
+    since (a second submit of the same confirmation, or another lead's reopening), the request is
+    refused rather than raising the count again.
 
     A complete set goes back to collecting (its consensus and agreement stay as they were until
     the extra rankings are in and it completes again). Logged as "ranking_set.reopen".
@@ -184,6 +196,16 @@ def ranking_set_reopen(
         state = locked.state
         raise ValidationError(
             {"ranking_set": f"Only a collecting or complete set reopens; this one is {state}."}
+        )
+    if needed_was is not None and locked.rankings_needed != needed_was:
+        raise ValidationError(
+            {
+                "ranking_set": (
+                    f"Ranking set {locked.pk} changed since you confirmed: it now needs "
+                    f"{locked.rankings_needed} rankings, not {needed_was}. Nothing was done; "
+                    "review the reopening again if you still want more."
+                )
+            }
         )
     before = {"state": locked.state, "rankings_needed": locked.rankings_needed}
     locked.rankings_needed += extra

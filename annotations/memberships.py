@@ -3,7 +3,7 @@ audit log, before -> after; a project always keeps a lead."""
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from annotations.audit import audit_record
 from annotations.models import Membership, Project
@@ -65,7 +65,11 @@ def membership_add(
     _check_role(role)
     if Membership.objects.filter(project=project, user=user).exists():
         raise ValidationError({"user": f"{user} is already a member of {project.name}."})
-    membership = Membership.objects.create(project=project, user=user, role=role)
+    try:
+        with transaction.atomic():  # a savepoint: a racing twin of this request may add them first
+            membership = Membership.objects.create(project=project, user=user, role=role)
+    except IntegrityError:
+        raise ValidationError({"user": f"{user} is already a member of {project.name}."}) from None
     membership_audit(membership=membership, actor=actor, before_role=None, after_role=role)
     return membership
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from annotations.audit import audit_record
 from annotations.memberships import membership_add
@@ -180,7 +180,13 @@ def project_create(
     project = Project(slug=slug, **fields)
     _check(project, fields)
     project.full_clean()
-    project.save()
+    try:
+        with transaction.atomic():  # a savepoint: a racing twin of this request may win the slug
+            project.save()
+    except IntegrityError:
+        raise ValidationError(
+            {"slug": f"A project with the address {slug!r} already exists."}
+        ) from None
     project_audit(project=project, actor=actor)
     if lead is not None:
         membership_add(project=project, actor=actor, user=lead, role=Membership.Role.LEAD)

@@ -195,11 +195,19 @@ def trainer_exclusion_lift(
 
 @transaction.atomic
 def set_reopen(
-    *, ranking_set: RankingSet, actor: AbstractBaseUser, reason: str, extra: int = 1
+    *,
+    ranking_set: RankingSet,
+    actor: AbstractBaseUser,
+    reason: str,
+    extra: int = 1,
+    needed_was: int | None = None,
 ) -> ReopenOutcome:
-    """Ask `extra` more rankings of one set and open the tasks that collect them."""
+    """Ask `extra` more rankings of one set and open the tasks that collect them (refused if
+    the set no longer needs `needed_was` rankings, see `ranking_set_reopen`)."""
     completed_at = ranking_set.completed_at
-    reopened = ranking_set_reopen(ranking_set=ranking_set, actor=actor, reason=reason, extra=extra)
+    reopened = ranking_set_reopen(
+        ranking_set=ranking_set, actor=actor, reason=reason, extra=extra, needed_was=needed_was
+    )
     opened = ranking_slots_open(set_ids=[reopened.pk])
     if completed_at is not None:
         # It leaves the complete sets of its day; a collecting set was in no rollup.

@@ -134,6 +134,9 @@ class ReopenForm(forms.Form):
         label="More rankings", min_value=1, max_value=MAX_EXTRA_RANKINGS, initial=1
     )
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000)
+    # Set by the confirmation step: the count the lead saw, so a second submit of the same
+    # confirmation is refused instead of asking for the extra rankings twice.
+    needed_was = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, auto_id="reopen-%s", **kwargs)
@@ -258,6 +261,10 @@ def _reopen(request: HttpRequest, project: Project) -> HttpResponse:
         return _answer(request, _actions_context(request, project, reopen=form), status=400)
     ranking_set, extra = form.cleaned_data["ranking_set"], form.cleaned_data["extra"]
     if request.POST.get("confirmed") != "yes":
+        data = request.POST.copy()
+        data["needed_was"] = str(ranking_set.rankings_needed)
+        form = ReopenForm(data, project=project)
+        form.is_valid()
         confirm = {
             "action": "reopen",
             "form": form,
@@ -267,12 +274,17 @@ def _reopen(request: HttpRequest, project: Project) -> HttpResponse:
             ),
         }
         return _answer(request, _actions_context(request, project, reopen=form, confirm=confirm))
+    needed_was = form.cleaned_data["needed_was"]
+    if needed_was is None:
+        form.add_error(None, "Review the reopening and confirm it: the confirmation was missing.")
+        return _answer(request, _actions_context(request, project, reopen=form), status=400)
     try:
         outcome = set_reopen(
             ranking_set=ranking_set,
             actor=request.user,
             reason=form.cleaned_data["reason"],
             extra=extra,
+            needed_was=needed_was,
         )
     except ValidationError as exc:
         Refusal.of(exc).on_form(form)

@@ -224,7 +224,9 @@ def test_reopen_from_the_page_with_htmx(client, project, lead, ranked, monkeypat
     the_set.refresh_from_db()
     assert the_set.state == RankingSet.State.COMPLETE
 
-    done = client.post(actions_url(project), {**data, "confirmed": "yes"}, **HTMX)
+    # The confirmation carries the count the lead saw.
+    assert '<input type="hidden" name="needed_was" value="3">' in review.content.decode()
+    done = client.post(actions_url(project), {**data, "confirmed": "yes", "needed_was": 3}, **HTMX)
     assert done.status_code == 200
     page = done.content.decode()
     assert "now needs 4 rankings; 1 ranking task opened" in page
@@ -287,7 +289,8 @@ def test_a_cancelled_set_cannot_be_reopened_from_the_page(client, project, lead)
     the_set = make_ranking_set(project, k=2, state=RankingSet.State.CANCELLED)
     client.force_login(lead)
     data = {"action": "reopen", "ranking_set": the_set.pk, "extra": 1, "reason": "r"}
-    response = client.post(actions_url(project), {**data, "confirmed": "yes"})
+    needed = the_set.rankings_needed
+    response = client.post(actions_url(project), {**data, "confirmed": "yes", "needed_was": needed})
     assert response.status_code == 400
     assert "Only a collecting or complete set reopens" in response.content.decode()
 

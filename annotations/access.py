@@ -112,6 +112,13 @@ def can(user: AbstractBaseUser | AnonymousUser, project: Project, capability: st
     return role is not None and role in CAPABILITIES[capability]
 
 
+def require(user: AbstractBaseUser | AnonymousUser, project: Project, capability: str) -> None:
+    """Raise AccessDenied (a 403) unless the user's role in the project allows `capability`;
+    for services that re-check what their door checked."""
+    if not can(user, project, capability):
+        raise AccessDenied(project, capability)
+
+
 def capabilities_of(role: str | None) -> set[str]:
     return {name for name, roles in CAPABILITIES.items() if role in roles}
 

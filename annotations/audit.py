@@ -8,11 +8,24 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
 from annotations.models import AuditEntry, Project
+from annotations.text import check_storable_text
 
 REASON_MAX_CHARS = 2000
+
+
+def audit_reason(reason: str, *, required: bool = True) -> str:
+    """The reason a lead gave for a change, checked for the log (stripped, storable, not too
+    long); with `required`, an empty one is refused on the `reason` field."""
+    reason = check_storable_text((reason or "").strip(), "reason")
+    if required and not reason:
+        raise ValidationError({"reason": "Say why (the reason is kept in the audit log)."})
+    if len(reason) > REASON_MAX_CHARS:
+        raise ValidationError({"reason": f"Keep the reason under {REASON_MAX_CHARS} characters."})
+    return reason
 
 
 def audit_record(

@@ -10,32 +10,17 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from annotations.access import AccessDenied, can
-from annotations.audit import REASON_MAX_CHARS, audit_record
+from annotations.access import require
+from annotations.audit import audit_reason, audit_record
 from annotations.models import Message, Project, Ranking
 from annotations.rankings import ranking_set_finalize
-from annotations.text import check_storable_text
-
-
-def _checked_reason(reason: str, *, required: bool) -> str:
-    reason = check_storable_text((reason or "").strip(), "reason")
-    if required and not reason:
-        raise ValidationError({"reason": "Say why (the reason is kept in the audit log)."})
-    if len(reason) > REASON_MAX_CHARS:
-        raise ValidationError({"reason": f"Keep the reason under {REASON_MAX_CHARS} characters."})
-    return reason
-
-
-def _require_manager(project: Project, actor: AbstractBaseUser) -> None:
-    if not can(actor, project, "manage"):
-        raise AccessDenied(project, "manage")
 
 
 def _set_message_excluded(
     *, project: Project, message: Message, actor: AbstractBaseUser, excluded: bool, reason: str
 ) -> Message:
-    _require_manager(project, actor)
-    reason = _checked_reason(reason, required=excluded)
+    require(actor, project, "manage")
+    reason = audit_reason(reason, required=excluded)
     locked = (
         Message.objects.select_for_update()
         .filter(pk=message.pk, conversation__project=project)
@@ -85,8 +70,8 @@ def message_include(
 def _set_ranking_excluded(
     *, project: Project, ranking: Ranking, actor: AbstractBaseUser, excluded: bool, reason: str
 ) -> Ranking:
-    _require_manager(project, actor)
-    reason = _checked_reason(reason, required=excluded)
+    require(actor, project, "manage")
+    reason = audit_reason(reason, required=excluded)
     locked = (
         Ranking.objects.select_for_update(of=("self",))
         .select_related("ranking_set", "annotator")

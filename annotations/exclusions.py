@@ -26,8 +26,8 @@ from django.db import transaction
 from django.db.models import Count, F, QuerySet
 from django.utils import timezone
 
-from annotations.access import AccessDenied, can
-from annotations.audit import audit_record
+from annotations.access import require
+from annotations.audit import audit_reason, audit_record
 from annotations.models import AnnotatorExclusion, Membership, Project, Ranking, RankingSet
 from annotations.rankings import ranking_sets_refinalize
 
@@ -65,18 +65,6 @@ def standing_exclusions(project: Project) -> QuerySet[AnnotatorExclusion]:
     ).select_related("annotator", "created_by")
 
 
-def _check_lead(*, project: Project, actor: AbstractBaseUser) -> None:
-    if not can(actor, project, "manage"):
-        raise AccessDenied(project, "manage")
-
-
-def _check_reason(reason: str) -> str:
-    reason = (reason or "").strip()
-    if not reason:
-        raise ValidationError({"reason": "Say why: the reason is kept in the audit log."})
-    return reason
-
-
 @transaction.atomic
 def annotator_exclude(
     *,
@@ -93,8 +81,8 @@ def annotator_exclude(
     touched collects one more ranking than before, so it still reaches as many counting
     rankings as it aimed for. Logged as "annotator.exclude".
     """
-    _check_lead(project=project, actor=actor)
-    reason = _check_reason(reason)
+    require(actor, project, "manage")
+    reason = audit_reason(reason)
     if since > timezone.now():
         raise ValidationError({"since": "The date is in the future: nothing to exclude yet."})
     # The membership row is locked so that two exclusions of one trainer (a double submit) run
@@ -186,8 +174,8 @@ def ranking_set_reopen(
     """
     locked = RankingSet.objects.select_for_update().select_related("project").get(pk=ranking_set.pk)
     project = locked.project
-    _check_lead(project=project, actor=actor)
-    reason = _check_reason(reason)
+    require(actor, project, "manage")
+    reason = audit_reason(reason)
     if not isinstance(extra, int) or not 1 <= extra <= MAX_EXTRA_RANKINGS:
         raise ValidationError(
             {"extra": f"Ask for between 1 and {MAX_EXTRA_RANKINGS} more rankings."}
@@ -242,8 +230,8 @@ def annotator_exclusion_lift(
         .get(pk=exclusion.pk)
     )
     project = locked.project
-    _check_lead(project=project, actor=actor)
-    reason = _check_reason(reason)
+    require(actor, project, "manage")
+    reason = audit_reason(reason)
     if locked.lifted_at is not None:
         lifted = f"{locked.lifted_at:%Y-%m-%d %H:%M}"
         raise ValidationError({"exclusion": f"This exclusion was already lifted on {lifted}."})

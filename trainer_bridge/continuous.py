@@ -8,7 +8,8 @@ joining a batch late.
 
 Drafts (a trainer is waiting) come before candidates: they join first, sit in the first slots,
 and while both kinds run, several steps decode the drafts alone for each step of the whole
-batch, so a draft's tokens come nearly as fast as on an idle worker.
+batch, so a draft's tokens come nearly as fast as on an idle worker. Meanwhile candidates join
+a slice at a time, so a draft never waits behind one long prefill of many candidates.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ logger = logging.getLogger(__name__)
 DRAFT_RESERVE_SHARE = 64
 # Most draft-only steps between two steps of the whole batch.
 MAX_DRAFT_STREAK = 64
+# While a trainer waits for a draft, candidates joining before one step of the whole batch
+# bring at most this share of the prefill token budget (or as many prompt tokens as rows
+# running, if more), so no single prefill holds the drafts up for long.
+DRAFT_PREFILL_SHARE = 8
 
 
 @dataclass
@@ -229,7 +234,10 @@ class DecodeSession:
         if candidates:
             waiting = sorted((e for e in self.pending if not e.row.draft), key=lambda e: e.order)
             room = min(free - len(joining), self.row_cap - self.reserve - active)
-            joining += waiting[: max(0, room)]
+            admitted = waiting[: max(0, room)]
+            if joining or self.engine.running_drafts:
+                admitted = self._prefill_slice(admitted)
+            joining += admitted
         if joining:
             taken = {id(e) for e in joining}
             self.pending = [e for e in self.pending if id(e) not in taken]
@@ -248,6 +256,18 @@ class DecodeSession:
                 self._join(chunk)
         if self._dirty:
             self._arrange([])
+
+    def _prefill_slice(self, waiting: list[_Entry]) -> list[_Entry]:
+        """The first of `waiting` whose prompts make one slice of prefill (at least one row)."""
+        budget = max(
+            self.engine.settings.prefill_tokens // DRAFT_PREFILL_SHARE, self.engine.running
+        )
+        taken = 0
+        for count, entry in enumerate(waiting):
+            taken += len(entry.row.prompt_ids)
+            if count and taken > budget:
+                return waiting[:count]
+        return waiting
 
     def _attempt(self, action):
         """(what `action` returned, the failure, whether it ran out of memory): a failure is

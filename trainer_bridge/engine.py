@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from trainer_bridge.attention import engine_attention, register
 from trainer_bridge.decoding import (
     EngineSettings,
     GenerationOutOfMemory,
@@ -83,6 +84,10 @@ class DecodeEngine:
             config = config.get_text_config()
         self.attention = getattr(config, "_attn_implementation", None) or "eager"
         self._check_supported(config)
+        # The engine's forwards run its own attention (trainer_bridge.attention); `config` is
+        # where the model's layers read which attention to call.
+        register()
+        self._config = config
         self.dtype = next(model.parameters()).dtype
         itemsize = torch.empty((), dtype=self.dtype).element_size()
         self.shape = KvShape.from_config(config, dtype_bytes=itemsize)
@@ -241,28 +246,22 @@ class DecodeEngine:
 
     # --- the forward passes ----------------------------------------------------------------------
 
-    def _mask(self, visible: torch.Tensor) -> torch.Tensor:
-        """The attention mask transformers' attention function takes, from True = attend."""
-        import torch
-
-        if self.attention == "sdpa":
-            return visible
-        mask = torch.zeros(visible.shape, dtype=self.dtype, device=visible.device)
-        return mask.masked_fill_(~visible, torch.finfo(self.dtype).min)
-
     def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
         # A comparison with each end token: shapes fixed, no host decision (graph-safe).
         return (tokens.unsqueeze(-1) == self.eos).any(-1)
 
     def _forward(self, input_ids, positions, mask, **extra) -> torch.Tensor:
-        output = self.model(
-            input_ids=input_ids,
-            position_ids=positions,
-            attention_mask=mask,
-            use_cache=True,
-            **{self._cache_keyword: self.cache},
-            **extra,
-        )
+        """The model's logits at the last column; `mask` (True: attend) None for a causal
+        prefill of right-padded prompts."""
+        with engine_attention(self._config):
+            output = self.model(
+                input_ids=input_ids,
+                position_ids=positions,
+                attention_mask=mask,
+                use_cache=True,
+                **{self._cache_keyword: self.cache},
+                **extra,
+            )
         return output.logits[:, -1, :]
 
     def _choose(
@@ -331,7 +330,7 @@ class DecodeEngine:
         logits = self._forward(
             st.last_token[:rows].unsqueeze(-1),
             positions.unsqueeze(-1),
-            self._mask(visible[:, None, None, :]),
+            visible[:, None, None, :],
         )
         steps = st.step[:rows]
         tokens, unsettled = self._choose(
@@ -423,61 +422,38 @@ class DecodeEngine:
     # --- rows joining and leaving ----------------------------------------------------------------
 
     def prefill(self, entries: list[SlotEntry]) -> list[int]:
-        """Encode the prompts of `entries` (slots assigned, free) into their slots and draw each
-        row's first token; return the slots whose row finished with it."""
+        """Encode the prompts of `entries` (slots assigned, free) into their slots; each row
+        draws its first token at its first step. Returns the slots whose row already finished
+        (none: a row finishes at a step).
+
+        Every prompt but its last token is encoded from column 0 of its slot, right-padded, in
+        one causal forward with no mask (the padding comes after each prompt, so no prompt
+        token attends to it, and the steps never read its keys). The last token is the row's
+        first step: it attends to the prompt in the cache like any later token, and its logits
+        give the first new token, so the prefill computes no logits of its own.
+        """
         import torch
 
         st = self.state
         device = self.device
-        count = len(entries)
-        lengths = [len(e.row.prompt_ids) for e in entries]
+        prompts = [e.row.prompt_ids for e in entries]
+        lengths = [len(p) for p in prompts]
         if min(lengths) < 1:
             raise ValueError("A row has an empty prompt.")
-        width = max(lengths)
-        # Left padding: every prompt ends at the last column, whose logits give the first token.
-        padded = [[self.pad_id] * (width - len(e.row.prompt_ids)) + list(e.row.prompt_ids)
-                  for e in entries]  # fmt: skip
-        input_ids = torch.tensor(padded, device=device)
-        pads = torch.tensor([width - n for n in lengths], device=device)
-        columns = torch.arange(width, device=device)
-        real = columns.unsqueeze(0) >= pads.unsqueeze(1)
-        # Positions count real tokens only, so a padded prompt is encoded as it would be alone.
-        positions = (real.long().cumsum(-1) - 1).clamp_(min=0)
-        causal = columns.unsqueeze(0) <= columns.unsqueeze(1)
-        # A padding query sees only itself (never nothing, which would make NaNs).
-        visible = (causal.unsqueeze(0) & real.unsqueeze(1)) | torch.eye(
-            width, dtype=torch.bool, device=device
-        ).unsqueeze(0)
-        # Cache column j of a row holds prompt column pad + j: the prompt starts at column 0.
-        shift = (columns.unsqueeze(0) + pads.unsqueeze(1)).clamp_(max=width - 1)
-
-        slots = torch.tensor([e.slot for e in entries], device=device)
         # Tokens seen: the prompt from column 0, then its last token again (already counted by
-        # the repetition penalty) up to the session's length.
-        prompt = input_ids.gather(1, shift)
-        seen = torch.cat([prompt, prompt[:, -1:].expand(count, self.length - width)], dim=1)
+        # the repetition penalty) up to the session's length; its start is the forward's input.
+        seen = torch.tensor(
+            [[*p, *(p[-1:] * (self.length - len(p)))] for p in prompts], device=device
+        )
+        slots = torch.tensor([e.slot for e in entries], device=device)
         self._write_settings(entries, slots, lengths, seen)
-        self.cache.prefill(slots, shift)
-        logits = self._forward(
-            input_ids, positions, self._mask(visible.unsqueeze(1)), **self._last_logits_only
-        )
-        rows = [e.row for e in entries]
-        flags = _SamplerFlags(
-            penalized=any(r.sampling.repetition_penalty != 1.0 for r in rows),
-            all_greedy=all(r.sampling.temperature <= 0 for r in rows),
-            any_greedy=any(r.sampling.temperature <= 0 for r in rows),
-        )
-        zero = torch.zeros(count, dtype=torch.long, device=device)
-        tokens, _ = self._choose(
-            logits, slots, st.seen[slots, :width], zero, static=False, flags=flags
-        )
-        st.generated[slots, zero] = tokens
-        st.seen[slots, torch.tensor(lengths, device=device)] = tokens
-        st.last_token[slots] = tokens
-        st.step[slots] = 1
+        width = max(lengths) - 1
+        if width:
+            columns = st.columns[:width].expand(len(entries), -1)
+            self.cache.prefill(slots)
+            self._forward(seen[:, :width], columns, None, **self._last_logits_only)
+        st.last_token[slots] = torch.tensor([p[-1] for p in prompts], device=device)
         st.active[slots] = True
-        ended = self._is_eos(tokens) | (st.max_new[slots] <= 1)
-        st.finished[slots] = ended
         host_slots = torch.tensor([e.slot for e in entries])
         st.host_active[host_slots] = True
         for entry in entries:
@@ -485,7 +461,7 @@ class DecodeEngine:
         self.running += len(entries)
         self.running_drafts += sum(1 for entry in entries if entry.row.draft)
         self.prefills += 1
-        return host_slots[ended.cpu()].tolist()
+        return []
 
     def _write_settings(
         self, entries: list[SlotEntry], slots, lengths: list[int], seen: torch.Tensor
@@ -508,7 +484,9 @@ class DecodeEngine:
         st.penalty[slots] = torch.tensor(
             [float(p.repetition_penalty) for p in params], device=device
         )
-        st.pos[slots] = torch.tensor(lengths, device=device)
+        # A row's position is its last prompt token's, fed at its first step.
+        positions = [n - 1 for n in lengths]
+        st.pos[slots] = torch.tensor(positions, device=device)
         st.step[slots] = 0
         st.finished[slots] = False
         st.unsettled[slots] = False
@@ -526,7 +504,7 @@ class DecodeEngine:
             uniforms[i, :steps] = torch.rand(steps, generator=generator)
         st.uniforms[slots] = uniforms.to(device)
         host = torch.tensor([e.slot for e in entries])
-        st.host_pos[host] = torch.tensor(lengths)
+        st.host_pos[host] = torch.tensor(positions)
         st.host_greedy[host] = torch.tensor(greedy)
         st.host_penalized[host] = torch.tensor([p.repetition_penalty != 1.0 for p in params])
 
@@ -638,9 +616,7 @@ class DecodeEngine:
             ids = st.row_ids[:rows]
             positions = st.pos[:rows]
             tokens = st.last_token[:rows].unsqueeze(-1)
-            mask = self._mask(
-                (st.columns[:length].unsqueeze(0) <= positions.unsqueeze(1))[:, None, None, :]
-            )
+            mask = (st.columns[:length].unsqueeze(0) <= positions.unsqueeze(1))[:, None, None, :]
 
             def forward():
                 self.cache.decode(rows=rows, length=length, row_ids=ids, positions=positions)

@@ -211,10 +211,10 @@ def plan_cache(
 class SlotCache:
     """The KV cache the model writes during the engine's forwards (transformers calls `update`).
 
-    Before each forward the engine says what it is: a prefill of left-padded prompts into some
-    slots (written shifted so each prompt starts at column 0; attention runs on the prompts
-    themselves), or a decoding step of the first `rows` slots, each writing its new key and
-    value at its own position and attending to the first `length` columns.
+    Before each forward the engine says what it is: a prefill of right-padded prompts into some
+    slots, each from column 0 (attention runs on the prompts themselves), or a decoding step of
+    the first `rows` slots, each writing its new key and value at its own position and
+    attending to the first `length` columns.
     """
 
     def __init__(self, shape: KvShape, *, tokens: int, dtype: torch.dtype, device: str) -> None:
@@ -253,10 +253,9 @@ class SlotCache:
         """Every tensor indexed by slot, for moving rows between slots."""
         return [*self.keys, *self.values]
 
-    def prefill(self, slot_ids: torch.Tensor, shift: torch.Tensor) -> None:
-        """The next forward is a prefill into `slot_ids`; `shift` [rows, width] says which
-        column of the padded prompt goes to each cache column (the padding moved to the end)."""
-        self._mode = ("prefill", slot_ids, shift)
+    def prefill(self, slot_ids: torch.Tensor) -> None:
+        """The next forward is a prefill into `slot_ids` of prompts right-padded from column 0."""
+        self._mode = ("prefill", slot_ids)
 
     def decode(self, *, rows: int, length: int, row_ids: torch.Tensor, positions: torch.Tensor):
         """The next forwards are decoding steps of slots [0, rows), writing at `positions`."""
@@ -275,11 +274,10 @@ class SlotCache:
                 "engine cannot cache this model's attention."
             )
         if mode[0] == "prefill":
-            _, slot_ids, shift = mode
+            slot_ids = mode[1]
             width = key_states.shape[2]
-            index = shift[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[-1])
-            keys[slot_ids, :, :width] = key_states.gather(2, index)
-            values[slot_ids, :, :width] = value_states.gather(2, index)
+            keys[slot_ids, :, :width] = key_states
+            values[slot_ids, :, :width] = value_states
             return key_states, value_states
         _, rows, length, row_ids, positions = mode
         keys, values = keys[:rows], values[:rows]

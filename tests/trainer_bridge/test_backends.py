@@ -54,7 +54,7 @@ def _texts(generator, rows):
 
 
 @pytest.mark.parametrize("penalty", [1.0, 3.0])
-def test_greedy_matches_transformers_generate_alone_and_left_padded(generator, penalty):
+def test_greedy_matches_transformers_generate_alone_and_in_a_padded_batch(generator, penalty):
     # The tiny model's plain greedy reply hardly depends on the prompt; a strong repetition
     # penalty makes it depend on every prompt token, so padding or position mistakes show.
     prompts = generator.encode_chats(PROMPTS)

@@ -170,7 +170,8 @@ def test_candidates_join_only_before_steps_of_the_whole_batch(tiny_model_paths, 
         for _ in range(4):
             session.step()
     calls = [tuple(c.kwargs["input_ids"].shape) for c in forward.call_args_list]
-    late_prefill = calls.index((1, len(prompts[1])))
+    # A prefill encodes all of a prompt but its last token (which is the row's first step).
+    late_prefill = calls.index((1, len(prompts[1]) - 1))
     # The late candidate waited out the draft's streak: two more draft-only steps, then it was
     # prefilled just before a step of all three rows.
     assert calls[late_prefill - 2 : late_prefill + 2] == [
@@ -179,6 +180,29 @@ def test_candidates_join_only_before_steps_of_the_whole_batch(tiny_model_paths, 
         calls[late_prefill],
         (3, 1),
     ]
+
+
+def test_candidates_join_a_slice_at_a_time_while_a_draft_runs(tiny_model_paths, prompts):
+    # A prefill budget of 64 tokens: a slice is 64 // 8 = 8 prompt tokens, or as many as rows
+    # running, and always at least one candidate; with no draft all of them join at once.
+    generator = _generator(tiny_model_paths, prefill_tokens=64, draft_steps_per_bulk_step=1)
+    candidates = [(f"candidate{i}", Row(prompts[i], LONG_GREEDY)) for i in range(4)]
+    with generator.session(length=60) as session:
+        session.add(candidates)
+        assert session.step().joined == 4
+    joined, samples = [], {}
+    with generator.session(length=60) as session:
+        session.add(candidates)
+        session.add([("draft", Row(prompts[4], LONG_GREEDY, draft=True))])
+        for _ in range(8):
+            outcome = session.step()
+            joined.append(outcome.joined)
+            samples.update({f.tag: f.sample for f in outcome.finished})
+        samples.update(_run(session))
+    # The draft and one candidate, then one candidate before each step of the whole batch
+    # (every other step); none is lost.
+    assert joined == [2, 0, 1, 0, 1, 0, 1, 0]
+    assert sorted(samples) == [f"candidate{i}" for i in range(4)] + ["draft"]
 
 
 def test_the_draft_share_follows_measured_step_times(tiny_model_paths, prompts):

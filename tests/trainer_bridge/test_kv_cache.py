@@ -113,16 +113,15 @@ def test_slots_hold_each_prompt_from_column_zero_and_decode_at_each_rows_positio
     cache.layout(slots=3, length=8)
     assert cache.keys[0].shape == (3, 1, 8, 2)
 
-    # Two left-padded prompts of 2 and 4 tokens (width 4) go into slots 2 and 0.
+    # Two right-padded prompts of 2 and 4 tokens (width 4) go into slots 2 and 0.
     keys = torch.arange(1.0, 17.0).view(2, 1, 4, 2)
-    pads = torch.tensor([2, 0])
-    shift = (torch.arange(4).unsqueeze(0) + pads.unsqueeze(1)).clamp(max=3)
-    cache.prefill(torch.tensor([2, 0]), shift)
+    cache.prefill(torch.tensor([2, 0]))
     seen_keys, _ = cache.update(keys, keys * 10, 0)
     assert seen_keys is keys  # the prefill attends to the prompts themselves
-    assert cache.keys[0][2, 0, :2].tolist() == [[5.0, 6.0], [7.0, 8.0]]  # padding dropped
+    assert cache.keys[0][2, 0, :2].tolist() == [[1.0, 2.0], [3.0, 4.0]]  # from column 0
     assert cache.keys[0][0, 0, :4].flatten().tolist() == list(range(9, 17))
-    assert cache.values[0][2, 0, 0].tolist() == [50.0, 60.0]
+    assert cache.values[0][2, 0, 0].tolist() == [10.0, 20.0]
+    assert cache.keys[0][1].abs().sum() == 0  # the other slot untouched
 
     # A step of slots [0, 3): each row writes at its own position, attention sees 6 columns.
     positions = torch.tensor([4, 0, 2])
@@ -132,7 +131,7 @@ def test_slots_hold_each_prompt_from_column_zero_and_decode_at_each_rows_positio
     assert seen_keys.shape == (3, 1, 6, 2)
     assert cache.keys[0][0, 0, 4].tolist() == [100.0, 100.0]
     assert cache.keys[0][2, 0, 2].tolist() == [300.0, 300.0]
-    assert cache.keys[0][2, 0, :2].tolist() == [[5.0, 6.0], [7.0, 8.0]]  # the prompt stays
+    assert cache.keys[0][2, 0, :2].tolist() == [[1.0, 2.0], [3.0, 4.0]]  # the prompt stays
 
     with pytest.raises(ValueError, match="need 32 tokens"):
         cache.layout(slots=4, length=8)

@@ -12,8 +12,13 @@ section by section as each is measured:
   warm-up     the CUDA graphs captured for each session length (once per worker), and how long;
   engine      each workload (rows x new tokens) through one session: tokens/s, ms a step, the
               first step (prefill) apart, reserved and allocated memory;
+  prefill     every row of each workload joining an idle session (the prefill alone), against
+              bare causal forwards of the model over the same right-padded prompts (no cache,
+              no mask); then where the time of one such prefill goes (torch's profiler, the
+              operations that took longest on the device);
   floor       bare forward passes of the model over the same batch and cache (one CUDA graph):
-              the fastest any decoding loop on this model could go;
+              the fastest any decoding loop on this model could go, with each way a step can
+              attend (PARLEY_GENERATION_STEP_ATTENTION: sdpa, matmul);
   mixed       drafts one at a time on an idle engine, then the same drafts arriving while
               candidate rows keep the engine full: draft latency p50/p95, and the ratio;
   hf-eager    transformers' `generate` on the same rows (dynamic cache), sampling as we do;
@@ -39,7 +44,8 @@ from pathlib import Path
 
 from benchmarks.generation import SEED, TEMPERATURE, TOP_P, benchmark_prompts, build_policy
 
-SECTIONS = ("engine", "floor", "mixed", "hf-eager", "hf-compiled")
+SECTIONS = ("engine", "prefill", "floor", "mixed", "hf-eager", "hf-compiled")
+PROFILE_ROWS = 12
 TARGETS = {(2048, 64): 80_000, (256, 32): 38_000}
 MEMORY_RATIO_TARGET = 1.5
 DRAFT_RATIO_TARGET = 2.0
@@ -76,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--bulk-tokens", type=int, default=64, help="most new tokens a candidate")
     group.add_argument("--no-cuda-graphs", action="store_true", help="decode eagerly on CUDA")
+    group.add_argument(
+        "--step-attention",
+        default="sdpa",
+        choices=("sdpa", "matmul"),
+        help="how the engine's decoding steps attend (sdpa)",
+    )
     group.add_argument(
         "--deadline-seconds",
         type=float,
@@ -289,20 +301,101 @@ class Suite:
                     f"(target <= {MEMORY_RATIO_TARGET}) -> {verdict}"
                 )
 
+    def prefill(self) -> None:
+        """Our prefill against bare forwards of the same prompts, then its profile."""
+        for rows, tokens in self.workloads:
+            self.time_prefill(min(rows, 8), min(tokens, 4))  # first-call costs out of the way
+            seconds, chunks, prompt_tokens, rows = self.time_prefill(rows, tokens)
+            bare, padded = self.bare_prefill(rows)
+            self.report.line(
+                f"prefill {rows} rows: {prompt_tokens:,} prompt tokens in {chunks} forwards, "
+                f"{seconds * 1000:.1f} ms = {prompt_tokens / seconds:,.0f} tokens/s; bare "
+                f"causal forwards of the same {padded:,} padded tokens {bare * 1000:.1f} ms "
+                f"({seconds / bare:.2f}x)"
+            )
+        rows, tokens = self.workloads[0]
+        self.profile_prefill(rows, tokens)
+
+    def time_prefill(self, rows: int, tokens: int) -> tuple[float, int, int, int]:
+        """(seconds, forwards, prompt tokens, rows) for `rows` rows, or as many as the
+        session holds, joining an idle session."""
+        engine = self.generator.engine
+        with self.generator.session(length=self.length(tokens)) as session:
+            rows = min(rows, session.slots)
+            work = self.rows(rows, tokens)
+            session.add(work)
+            before = engine.prefills
+            started = self.clock.now()
+            joined = session.join().joined
+            seconds = self.clock.now() - started
+            chunks = engine.prefills - before
+        if joined != rows:
+            raise RuntimeError(f"{joined} of {rows} rows joined")
+        # The last prompt token of each row is its first step's, not the prefill's.
+        return seconds, chunks, sum(len(row.prompt_ids) - 1 for _, row in work), rows
+
+    def bare_prefill(self, rows: int) -> tuple[float, int]:
+        """(seconds, padded tokens): the model's own forwards over the same prompts but their
+        last tokens, right-padded, in chunks of the same token budget; no cache, no mask."""
+        import torch
+
+        prompts = sorted(
+            (self.prompt_ids[i % len(self.prompt_ids)][:-1] for i in range(rows)), key=len
+        )
+        budget = self.generator.engine.settings.prefill_tokens
+        chunks: list[list[tuple[int, ...]]] = [[]]
+        for prompt in prompts:
+            if chunks[-1] and len(prompt) * (len(chunks[-1]) + 1) > budget:
+                chunks.append([])
+            chunks[-1].append(prompt)
+        pad = self.generator.pad_id
+        batches = [
+            torch.tensor([[*p, *[pad] * (max(map(len, c)) - len(p))] for p in c]) for c in chunks
+        ]
+        batches = [b.to(self.device) for b in batches if b.shape[1]]
+        model = self.generator.model
+        with torch.inference_mode():
+            model(input_ids=batches[0][:2], use_cache=False, logits_to_keep=1)
+            started = self.clock.now()
+            for batch in batches:
+                model(input_ids=batch, use_cache=False, logits_to_keep=1)
+            seconds = self.clock.now() - started
+        return seconds, sum(b.numel() for b in batches)
+
+    def profile_prefill(self, rows: int, tokens: int) -> None:
+        """The operations one prefill of `rows` rows spent longest on, by torch's profiler."""
+        from torch.profiler import ProfilerActivity, profile
+
+        cuda = self.device.startswith("cuda")
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as profiler:
+            rows = self.time_prefill(rows, tokens)[3]
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        self.report.line(f"prefill {rows} rows, profiled (top {PROFILE_ROWS} by {key}):")
+        table = profiler.key_averages().table(sort_by=key, row_limit=PROFILE_ROWS)
+        for text in table.splitlines():
+            self.report.line(f"  {text}")
+
     def floor(self) -> None:
+        from trainer_bridge.attention import STEP_ATTENTION
         from trainer_bridge.kv_cache import length_bucket
 
         engine = self.generator.engine
         for rows, tokens in self.workloads:
             length = length_bucket(self.length(tokens))
             steps = tokens
-            engine.forward_floor(rows=rows, length=length, steps=2)
-            seconds = engine.forward_floor(rows=rows, length=length, steps=steps)
-            self.report.line(
-                f"floor {rows} x {tokens}: {steps} bare forwards over {length} columns in "
-                f"{seconds:.3f} s = {seconds / steps * 1000:.2f} ms a step, "
-                f"{rows * steps / seconds:,.0f} tokens/s"
-            )
+            for attention in STEP_ATTENTION:
+                engine.forward_floor(rows=rows, length=length, steps=2, step_attention=attention)
+                seconds = engine.forward_floor(
+                    rows=rows, length=length, steps=steps, step_attention=attention
+                )
+                used = " (the engine's)" if attention == engine.settings.step_attention else ""
+                self.report.line(
+                    f"floor {rows} x {tokens}, {attention} attention{used}: {steps} bare "
+                    f"forwards over {length} columns in {seconds:.3f} s = "
+                    f"{seconds / steps * 1000:.2f} ms a step, {rows * steps / seconds:,.0f} "
+                    "tokens/s"
+                )
 
     # the mixed workload
 
@@ -475,7 +568,9 @@ def load_generator(args: argparse.Namespace, policy: Path):
         tokenizer,
         model,
         device=args.device,
-        settings=EngineSettings(cuda_graphs=not args.no_cuda_graphs),
+        settings=EngineSettings(
+            cuda_graphs=not args.no_cuda_graphs, step_attention=args.step_attention
+        ),
     )
     parameters = sum(p.numel() for p in model.parameters())
     card = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
@@ -520,6 +615,7 @@ def main(args: argparse.Namespace) -> int:
         report.section("plan", set(), suite.plan)
         report.section("warm-up", set(), suite.warm_up)
         report.section("engine", skip, suite.engine)
+        report.section("prefill", skip, suite.prefill)
         report.section("floor", skip, suite.floor)
         report.section("mixed", skip, suite.mixed)
         report.section("hf-eager", skip, lambda: suite.hf("hf-eager", suite.workloads))

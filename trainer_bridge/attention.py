@@ -7,7 +7,9 @@ The engine's forwards are of two shapes only, and each gets the kernel that suit
   heads as they are, never repeated;
 - a decoding step: one query per row over the row's slot of the KV cache, with a mask of the
   columns the row has filled. The query heads that share a key/value head are attended as that
-  head's queries, so the cache is read once and never repeated per query head.
+  head's queries, so the cache is read once and never repeated per query head; by PyTorch's
+  fused kernel, or (`step_attention="matmul"`) by two batched matrix products, which may read
+  the cache faster for one query a row (the benchmark's floor section times both).
 
 The engine switches a model to this attention only for its own forwards (`engine_attention`),
 so anything else that uses the same model (transformers' `generate` in the benchmark) keeps the
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     import torch
 
 ENGINE_ATTENTION = "parley_engine"
+# How a step attends (EngineSettings.step_attention): PyTorch's fused kernel with the mask, or
+# two batched matrix products around a softmax (a matrix-vector product per row and head).
+STEP_ATTENTION = {"sdpa": ENGINE_ATTENTION, "matmul": f"{ENGINE_ATTENTION}_matmul"}
 
 _registered = False
 
@@ -72,6 +77,35 @@ def slot_attention(
     return output.transpose(1, 2).contiguous(), None
 
 
+def slot_attention_matmul(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """`slot_attention` with a step's attention as plain batched products (a prefill and
+    capped scores as there)."""
+    import torch
+
+    batch, heads, queries, dim = query.shape
+    if queries != 1 or attention_mask is None or kwargs.get("softcap") is not None:
+        return slot_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
+        raise ValueError("The generation engine does not run attention sinks.")
+    kv_heads = key.shape[1]
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+    scale = scaling if scaling is not None else dim**-0.5
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scale
+    scores = scores.masked_fill(~attention_mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).to(value.dtype)
+    output = torch.matmul(weights, value).reshape(batch, heads, 1, dim)
+    return output.transpose(1, 2).contiguous(), None
+
+
 def _capped_attention(query, key, value, mask, scaling, softcap) -> torch.Tensor:
     """Attention with tanh-capped scores (Gemma 2's), which PyTorch's kernels do not have."""
     import torch
@@ -99,15 +133,17 @@ def register() -> None:
         return
     from transformers import AttentionInterface
 
-    AttentionInterface.register(ENGINE_ATTENTION, slot_attention)
+    AttentionInterface.register(STEP_ATTENTION["sdpa"], slot_attention)
+    AttentionInterface.register(STEP_ATTENTION["matmul"], slot_attention_matmul)
     _registered = True
 
 
 @contextmanager
-def engine_attention(config: Any) -> Iterator[None]:
-    """Run the model of `config` (its text config) with the engine's attention meanwhile."""
+def engine_attention(config: Any, step: str = "sdpa") -> Iterator[None]:
+    """Run the model of `config` (its text config) with the engine's attention meanwhile,
+    its steps attended as `step` says (a key of STEP_ATTENTION)."""
     previous = config._attn_implementation
-    config._attn_implementation = ENGINE_ATTENTION
+    config._attn_implementation = STEP_ATTENTION[step]
     try:
         yield
     finally:

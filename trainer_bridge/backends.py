@@ -256,6 +256,7 @@ def model_cache() -> ModelCache:
                 # Each model a worker may keep loaded gets its share of the device.
                 memory_fraction=config.get("MEMORY_FRACTION", 0.85) / capacity,
                 cuda_graphs=config.get("CUDA_GRAPHS", True),
+                step_attention=config.get("STEP_ATTENTION", "sdpa"),
             ),
             torch_threads=config.get("TORCH_THREADS", 0),
         )

@@ -190,6 +190,16 @@ class DecodeSession:
             self._arrivals += 1
             self.pending.append(_Entry(tag=tag, row=row, order=self._arrivals))
 
+    def join(self) -> StepOutcome:
+        """Let waiting rows join now, without a step (what a step does first; the benchmark
+        times prefills with it)."""
+        import torch
+
+        with torch.inference_mode():
+            self._admit()
+        outcome, self._outcome = self._outcome, StepOutcome()
+        return outcome
+
     def step(self) -> StepOutcome:
         """Let waiting rows join, decode one token, and say what finished or failed."""
         import torch

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from trainer_bridge.attention import STEP_ATTENTION
 from trainer_bridge.kv_cache import DEFAULT_PREFILL_TOKENS
 from trainer_bridge.sampling import DEFAULT_CANDIDATES
 
@@ -77,6 +78,16 @@ class EngineSettings:
     full_sort_vocab: int = FULL_SORT_VOCAB
     # Draft-only steps per step of the whole batch while both run; 0: from measured step times.
     draft_steps_per_bulk_step: int = 0
+    # How a decoding step attends: "sdpa" (PyTorch's fused kernel) or "matmul" (batched
+    # products); see trainer_bridge.attention.
+    step_attention: str = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.step_attention not in STEP_ATTENTION:
+            raise ValueError(
+                f"step_attention (PARLEY_GENERATION_STEP_ATTENTION) must be one of "
+                f"{', '.join(STEP_ATTENTION)}, not {self.step_attention!r}"
+            )
 
 
 @dataclass(frozen=True)

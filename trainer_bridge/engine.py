@@ -93,6 +93,7 @@ class DecodeEngine:
         self.shape = KvShape.from_config(config, dtype_bytes=itemsize)
         output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         self.vocab = int(output.weight.shape[0]) if output is not None else self.shape.vocab
+        self._head = output
         self.max_length = self._sliding_window(config)
         free = torch.cuda.mem_get_info(torch.device(self.device))[0] if self.is_cuda else None
         self.plan = plan_cache(
@@ -114,6 +115,8 @@ class DecodeEngine:
         accepted = inspect.signature(model.forward).parameters
         self._cache_keyword = "cache" if "cache" in accepted else "past_key_values"
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+        if not self._last_logits_only:
+            self._head = None  # the prefill could not keep only the columns it needs
         self.eos = torch.tensor(sorted(set(eos_ids)), device=self.device)
         self.eos_set = frozenset(eos_ids)
         self.pad_id = pad_id
@@ -250,10 +253,10 @@ class DecodeEngine:
         # A comparison with each end token: shapes fixed, no host decision (graph-safe).
         return (tokens.unsqueeze(-1) == self.eos).any(-1)
 
-    def _forward(self, input_ids, positions, mask, **extra) -> torch.Tensor:
-        """The model's logits at the last column; `mask` (True: attend) None for a causal
-        prefill of right-padded prompts."""
-        with engine_attention(self._config):
+    def _forward(self, input_ids, positions, mask, step_attention=None, **extra) -> torch.Tensor:
+        """The model's logits [rows, columns kept, vocabulary]; `mask` (True: attend) None for
+        a causal prefill of right-padded prompts."""
+        with engine_attention(self._config, step_attention or self.settings.step_attention):
             output = self.model(
                 input_ids=input_ids,
                 position_ids=positions,
@@ -262,7 +265,7 @@ class DecodeEngine:
                 **{self._cache_keyword: self.cache},
                 **extra,
             )
-        return output.logits[:, -1, :]
+        return output.logits
 
     def _choose(
         self,
@@ -331,7 +334,7 @@ class DecodeEngine:
             st.last_token[:rows].unsqueeze(-1),
             positions.unsqueeze(-1),
             visible[:, None, None, :],
-        )
+        )[:, -1, :]
         steps = st.step[:rows]
         tokens, unsettled = self._choose(
             logits, slice(0, rows), st.seen[:rows, :length], steps, static=static, flags=flags
@@ -422,15 +425,15 @@ class DecodeEngine:
     # --- rows joining and leaving ----------------------------------------------------------------
 
     def prefill(self, entries: list[SlotEntry]) -> list[int]:
-        """Encode the prompts of `entries` (slots assigned, free) into their slots; each row
-        draws its first token at its first step. Returns the slots whose row already finished
-        (none: a row finishes at a step).
+        """Encode the prompts of `entries` (slots assigned, free) into their slots and draw each
+        row's first token; return the slots whose row finished with it.
 
-        Every prompt but its last token is encoded from column 0 of its slot, right-padded, in
-        one causal forward with no mask (the padding comes after each prompt, so no prompt
-        token attends to it, and the steps never read its keys). The last token is the row's
-        first step: it attends to the prompt in the cache like any later token, and its logits
-        give the first new token, so the prefill computes no logits of its own.
+        The prompts are encoded from column 0 of their slots, right-padded, in one causal
+        forward with no mask: the padding comes after each prompt, so no prompt token attends to
+        it, and the steps never read its keys. The model's output layer gets only each row's
+        last prompt token (`_last_columns`), whose logits give the row's first token. A model
+        whose output layer cannot be reached that way leaves each prompt's last token out of
+        the prefill instead: it is the row's first step.
         """
         import torch
 
@@ -440,28 +443,83 @@ class DecodeEngine:
         lengths = [len(p) for p in prompts]
         if min(lengths) < 1:
             raise ValueError("A row has an empty prompt.")
+        count = len(entries)
         # Tokens seen: the prompt from column 0, then its last token again (already counted by
         # the repetition penalty) up to the session's length; its start is the forward's input.
         seen = torch.tensor(
             [[*p, *(p[-1:] * (self.length - len(p)))] for p in prompts], device=device
         )
         slots = torch.tensor([e.slot for e in entries], device=device)
-        self._write_settings(entries, slots, lengths, seen)
-        width = max(lengths) - 1
-        if width:
-            columns = st.columns[:width].expand(len(entries), -1)
-            self.cache.prefill(slots)
-            self._forward(seen[:, :width], columns, None, **self._last_logits_only)
-        st.last_token[slots] = torch.tensor([p[-1] for p in prompts], device=device)
-        st.active[slots] = True
         host_slots = torch.tensor([e.slot for e in entries])
+        self._write_settings(entries, slots, lengths, seen)
+        draws = self._head is not None
+        width = max(lengths) if draws else max(lengths) - 1
+        logits = None
+        if width:
+            columns = st.columns[:width].expand(count, -1)
+            self.cache.prefill(slots)
+            if draws:
+                last = torch.tensor([n - 1 for n in lengths], device=device)
+                logits = self._last_columns(seen[:, :width], columns, last)
+            else:
+                self._forward(seen[:, :width], columns, None, **self._last_logits_only)
+        st.active[slots] = True
         st.host_active[host_slots] = True
         for entry in entries:
             self.occupant[entry.slot] = entry
-        self.running += len(entries)
+        self.running += count
         self.running_drafts += sum(1 for entry in entries if entry.row.draft)
         self.prefills += 1
-        return []
+        if not draws:
+            st.last_token[slots] = torch.tensor([p[-1] for p in prompts], device=device)
+            return []
+        rows = [e.row for e in entries]
+        flags = _SamplerFlags(
+            penalized=any(r.sampling.repetition_penalty != 1.0 for r in rows),
+            all_greedy=all(r.sampling.temperature <= 0 for r in rows),
+            any_greedy=any(r.sampling.temperature <= 0 for r in rows),
+        )
+        zero = torch.zeros(count, dtype=torch.long, device=device)
+        tokens, _ = self._choose(
+            logits, slots, st.seen[slots, :width], zero, static=False, flags=flags
+        )
+        positions = torch.tensor(lengths, device=device)
+        st.generated[slots, zero] = tokens
+        st.seen[slots, positions] = tokens
+        st.last_token[slots] = tokens
+        st.pos[slots] = positions
+        st.host_pos[host_slots] = torch.tensor(lengths)
+        st.step[slots] = 1
+        ended = self._is_eos(tokens) | (st.max_new[slots] <= 1)
+        st.finished[slots] = ended
+        return host_slots[ended.cpu()].tolist()
+
+    def _last_columns(self, input_ids, positions, last: torch.Tensor) -> torch.Tensor:
+        """A causal prefill's logits at column `last[i]` of each row i: [rows, vocabulary].
+
+        The model keeps the columns from the leftmost of them on (`logits_to_keep`), and a hook
+        on its output layer passes that layer only each row's own column, so the logits are
+        computed for one column a row, and whatever the model does after its output layer
+        (capping, scaling) still applies.
+        """
+        import torch
+
+        kept = input_ids.shape[1] - int(last.min())
+        index = last - (input_ids.shape[1] - kept)
+        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+        picked = []
+
+        def pick(module, args):
+            picked.append(True)
+            return (args[0][rows, index].unsqueeze(1), *args[1:])
+
+        handle = self._head.register_forward_pre_hook(pick)
+        try:
+            logits = self._forward(input_ids, positions, None, logits_to_keep=kept)
+        finally:
+            handle.remove()
+        # A model that computes its logits without calling its output layer kept them all.
+        return logits[:, 0] if picked else logits[rows, index]
 
     def _write_settings(
         self, entries: list[SlotEntry], slots, lengths: list[int], seen: torch.Tensor
@@ -484,7 +542,7 @@ class DecodeEngine:
         st.penalty[slots] = torch.tensor(
             [float(p.repetition_penalty) for p in params], device=device
         )
-        # A row's position is its last prompt token's, fed at its first step.
+        # A row's position is its last prompt token's, until the prefill draws its first token.
         positions = [n - 1 for n in lengths]
         st.pos[slots] = torch.tensor(positions, device=device)
         st.step[slots] = 0
@@ -598,16 +656,20 @@ class DecodeEngine:
             reset=self.state.reset,
         )
 
-    def forward_floor(self, *, rows: int, length: int, steps: int) -> float:
+    def forward_floor(
+        self, *, rows: int, length: int, steps: int, step_attention: str | None = None
+    ) -> float:
         """Seconds for `steps` bare forwards of `rows` rows over `length` columns: the model
-        alone, no sampling and no bookkeeping (one CUDA graph on CUDA). For benchmarks; the
-        engine must be idle."""
+        alone, no sampling and no bookkeeping (one CUDA graph on CUDA), its attention as
+        `step_attention` says (default: the engine's). For benchmarks; the engine must be idle."""
         import torch
 
         with torch.inference_mode():
-            return self._forward_floor(rows=rows, length=length, steps=steps)
+            return self._forward_floor(
+                rows=rows, length=length, steps=steps, step_attention=step_attention
+            )
 
-    def _forward_floor(self, *, rows: int, length: int, steps: int) -> float:
+    def _forward_floor(self, *, rows: int, length: int, steps: int, step_attention) -> float:
         import torch
 
         self.begin(slots=max(rows, self.slots_for(length)), length=length)
@@ -620,7 +682,7 @@ class DecodeEngine:
 
             def forward():
                 self.cache.decode(rows=rows, length=length, row_ids=ids, positions=positions)
-                return self._forward(tokens, positions.unsqueeze(-1), mask)
+                return self._forward(tokens, positions.unsqueeze(-1), mask, step_attention)
 
             run = self.graphs.capture(forward).replay if self.is_cuda else forward
             started = time.perf_counter()

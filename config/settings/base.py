@@ -295,6 +295,9 @@ PARLEY = {
         "MEMORY_FRACTION": env.float("PARLEY_GENERATION_MEMORY_FRACTION", default=0.85),
         # CUDA: replay decoding steps from CUDA graphs (captured once per worker and length).
         "CUDA_GRAPHS": env.bool("PARLEY_GENERATION_CUDA_GRAPHS", default=True),
+        # How a decoding step attends: "sdpa" (PyTorch's fused kernel) or "matmul" (batched
+        # products); the generation benchmark's floor section times both on the device.
+        "STEP_ATTENTION": env.str("PARLEY_GENERATION_STEP_ATTENTION", default="sdpa"),
         # How often a running batch looks for queued requests of its model to join it; a
         # negative value turns joining off.
         "JOIN_POLL_SECONDS": env.float("PARLEY_GENERATION_JOIN_POLL_SECONDS", default=0.05),

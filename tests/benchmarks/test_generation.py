@@ -22,9 +22,13 @@ def test_the_standalone_suite_runs_every_section_without_django(
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    for section in ("plan", "warm-up", "engine", "floor", "mixed", "hf-eager", "hf-compiled"):
+    sections = ("plan", "warm-up", "engine", "prefill", "floor", "mixed", "hf-eager")
+    for section in (*sections, "hf-compiled"):
         assert f"== {section} (at" in out
     assert "failed" not in out
     assert re.search(r"engine 16 x 8: [\d,]+ tokens in [\d.]+ s = [\d,]+ tokens/s", out)
     assert "TARGET draft p95 under load / idle" in out
+    # The prefill against bare forwards of the same prompts, and where its time went.
+    assert re.search(r"prefill 16 rows: [\d,]+ prompt tokens in 1 forwards, .* \([\d.]+x\)", out)
+    assert "prefill 16 rows, profiled" in out and "aten::" in out
     assert "hf-compiled 4 x 4:" in out and "first call (compilation included)" in out

@@ -5,8 +5,14 @@ queries, and Gemma 2 with its capped scores)."""
 import pytest
 import torch
 
-from trainer_bridge.attention import ENGINE_ATTENTION, slot_attention
+from trainer_bridge.attention import (
+    ENGINE_ATTENTION,
+    STEP_ATTENTION,
+    slot_attention,
+    slot_attention_matmul,
+)
 from trainer_bridge.backends import LoadedGenerator, Row
+from trainer_bridge.decoding import EngineSettings
 from trainer_bridge.loading import load_policy
 from trainer_bridge.sampling_params import SamplingParams
 
@@ -46,19 +52,26 @@ def test_a_causal_prefill_with_grouped_heads_matches_the_reference(heads):
     assert not torch.allclose(again[:, 4], output[:, 4])
 
 
-def test_a_step_attends_only_to_each_rows_filled_columns(heads):
+@pytest.mark.parametrize("attend", [slot_attention, slot_attention_matmul])
+def test_a_step_attends_only_to_each_rows_filled_columns(heads, attend):
     batch, kv_heads, groups, dim = heads
     query = torch.randn(batch, kv_heads * groups, 1, dim)
     key, value = torch.randn(2, batch, kv_heads, 7, dim)
     filled = torch.tensor([1, 4, 7])
     visible = (torch.arange(7) < filled.unsqueeze(1))[:, None, None, :]
-    output, _ = slot_attention(None, query, key, value, visible, scaling=0.25)
+    output, _ = attend(None, query, key, value, visible, scaling=0.25)
     torch.testing.assert_close(output, _reference(query, key, value, visible, 0.25))
     # Columns past a row's position do not count, whatever they hold.
     noisy = key.clone()
     noisy[0, :, 1:] = 1e4
-    again, _ = slot_attention(None, query, noisy, value, visible, scaling=0.25)
+    again, _ = attend(None, query, noisy, value, visible, scaling=0.25)
     torch.testing.assert_close(again, output)
+
+
+def test_the_way_a_step_attends_is_one_the_engine_knows():
+    assert set(STEP_ATTENTION) == {"sdpa", "matmul"}
+    with pytest.raises(ValueError, match="PARLEY_GENERATION_STEP_ATTENTION.*not 'flash'"):
+        EngineSettings(step_attention="flash")
 
 
 def test_capped_scores_match_the_reference_and_sinks_are_refused(heads):
@@ -97,13 +110,20 @@ def _gemma2(vocab: int):
     return Gemma2ForCausalLM(config)
 
 
-@pytest.mark.parametrize("build", [_gqa_llama, _gemma2], ids=["llama-gqa", "gemma2"])
-def test_greedy_rows_of_any_prompt_length_match_transformers_generate(tiny_model_paths, build):
+@pytest.mark.parametrize(
+    ("build", "step"),
+    [(_gqa_llama, "sdpa"), (_gqa_llama, "matmul"), (_gemma2, "sdpa")],
+    ids=["llama-gqa", "llama-gqa-matmul", "gemma2"],
+)
+def test_greedy_rows_of_any_prompt_length_match_transformers_generate(
+    tiny_model_paths, build, step
+):
     tokenizer, _ = load_policy(str(tiny_model_paths.policy))
     torch.manual_seed(11)
     model = build(len(tokenizer)).eval()
     implementation = model.config._attn_implementation
-    generator = LoadedGenerator(tokenizer, model, device="cpu")
+    settings = EngineSettings(step_attention=step)
+    generator = LoadedGenerator(tokenizer, model, device="cpu", settings=settings)
     # Random weights: every row runs to max_new_tokens unless it draws an end token.
     prompts = [(5,), (7, 30, 41), tuple(range(20, 37)), (9, 9, 9, 9, 9, 61)]
     # A strong repetition penalty makes each token depend on the whole row, so any difference

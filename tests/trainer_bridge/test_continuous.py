@@ -170,8 +170,7 @@ def test_candidates_join_only_before_steps_of_the_whole_batch(tiny_model_paths, 
         for _ in range(4):
             session.step()
     calls = [tuple(c.kwargs["input_ids"].shape) for c in forward.call_args_list]
-    # A prefill encodes all of a prompt but its last token (which is the row's first step).
-    late_prefill = calls.index((1, len(prompts[1]) - 1))
+    late_prefill = calls.index((1, len(prompts[1])))
     # The late candidate waited out the draft's streak: two more draft-only steps, then it was
     # prefilled just before a step of all three rows.
     assert calls[late_prefill - 2 : late_prefill + 2] == [

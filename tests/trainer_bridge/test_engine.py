@@ -54,6 +54,37 @@ def test_eager_attention_decodes_as_sdpa_does(loaded):
     assert eager == sdpa and sdpa[0].text
 
 
+def test_the_prefill_computes_logits_only_at_each_rows_last_prompt_token(loaded, mocker):
+    """The output layer sees one column a row; a model whose output layer the engine cannot
+    reach leaves each prompt's last token to the row's first step. Both give the same tokens."""
+    tokenizer, model = loaded
+    generator = LoadedGenerator(tokenizer, model, device="cpu")
+    questions = ["How do I boil an egg?", "Hi", "Write a letter to Omar about the garden."]
+    prompts = generator.encode_chats([[{"role": "user", "content": q}] for q in questions])
+    settings = [
+        SamplingParams(temperature=0, max_new_tokens=20, repetition_penalty=1.3),
+        SamplingParams(temperature=0.9, top_p=0.9, max_new_tokens=20, seed=4),
+        SamplingParams(temperature=0.8, top_k=20, max_new_tokens=1, seed=9),
+    ]
+    rows = [Row(prompts[i], settings[i]) for i in range(3)]
+    forward = mocker.spy(model, "forward")
+    head = mocker.spy(model.get_output_embeddings(), "forward")
+    drawn = generator.generate(rows)
+    widest, shortest = max(map(len, prompts)), min(map(len, prompts))
+    prefill = forward.call_args_list[0].kwargs
+    assert prefill["input_ids"].shape == (3, widest)
+    assert prefill["logits_to_keep"] == widest - shortest + 1
+    assert head.call_args_list[0].args[0].shape == (3, 1, model.config.hidden_size)
+    assert all(sample.text for sample in drawn[:2]) and drawn[2].completion_tokens <= 1
+
+    forward.reset_mock()
+    generator.engine._head = None
+    stepped = generator.generate(rows)
+    prefill = forward.call_args_list[0].kwargs
+    assert prefill["input_ids"].shape == (3, widest - 1) and prefill["logits_to_keep"] == 1
+    assert stepped == drawn
+
+
 def test_the_forward_floor_runs_the_model_alone_and_leaves_the_engine_idle(loaded, mocker):
     tokenizer, model = loaded
     engine = LoadedGenerator(tokenizer, model, device="cpu").engine

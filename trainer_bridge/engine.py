@@ -459,8 +459,7 @@ class DecodeEngine:
             columns = st.columns[:width].expand(count, -1)
             self.cache.prefill(slots)
             if draws:
-                last = torch.tensor([n - 1 for n in lengths], device=device)
-                logits = self._last_columns(seen[:, :width], columns, last)
+                logits = self._last_columns(seen[:, :width], columns, lengths)
             else:
                 self._forward(seen[:, :width], columns, None, **self._last_logits_only)
         st.active[slots] = True
@@ -494,8 +493,9 @@ class DecodeEngine:
         st.finished[slots] = ended
         return host_slots[ended.cpu()].tolist()
 
-    def _last_columns(self, input_ids, positions, last: torch.Tensor) -> torch.Tensor:
-        """A causal prefill's logits at column `last[i]` of each row i: [rows, vocabulary].
+    def _last_columns(self, input_ids, positions, lengths: list[int]) -> torch.Tensor:
+        """A causal prefill's logits at the last prompt token of each row (`lengths`, the
+        prompts' lengths): [rows, vocabulary].
 
         The model keeps the columns from the leftmost of them on (`logits_to_keep`), and a hook
         on its output layer passes that layer only each row's own column, so the logits are
@@ -504,8 +504,9 @@ class DecodeEngine:
         """
         import torch
 
-        kept = input_ids.shape[1] - int(last.min())
-        index = last - (input_ids.shape[1] - kept)
+        width = input_ids.shape[1]
+        kept = width - min(lengths) + 1
+        index = torch.tensor([n - 1 - (width - kept) for n in lengths], device=input_ids.device)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         picked = []
 

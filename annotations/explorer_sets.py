@@ -39,6 +39,7 @@ from annotations.models import (
     RankingCandidate,
     RankingSet,
 )
+from annotations.reliability import order_ranks
 from annotations.selectors import thread_to
 
 ALL_BAD = "all_bad"
@@ -187,11 +188,13 @@ class SetView:
 
 
 def ranks_of(order: list[list[int]], candidate_ids: list[int]) -> list[int | None]:
-    """The rank (1 = best; tied candidates share one) an order gives each candidate."""
-    rank: dict[int, int] = {}
-    for position, group in enumerate(order or []):
-        for message_id in group:
-            rank[message_id] = position + 1
+    """The rank an order gives each candidate, as `order_ranks` computes it for every page
+    (1 = best; a tie group takes its first rank, so a tie for second is followed by fourth).
+    An order that is not a list of groups of distinct ids (a damaged import) ranks nothing."""
+    try:
+        rank = order_ranks(order or [])
+    except (ValueError, TypeError):
+        rank = {}
     return [rank.get(pk) for pk in candidate_ids]
 
 

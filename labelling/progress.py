@@ -182,18 +182,38 @@ def expected_next_set(*, project: Project, waiting: list[GenerationRequest]) -> 
     return oldest + timedelta(seconds=statistics.median(durations))
 
 
-def ranking_queue(*, user: AbstractBaseUser, project: Project) -> RankingQueue:
-    """The trainer's ranking queue: what they may rank now, and what is on its way."""
+def held_ranking(tasks: list[Task]) -> Task | None:
+    """The ranking task the queue shows as held, out of every task the trainer holds in the
+    project: the one assigned first (as the database orders them, a missing time last)."""
+    ranking = [task for task in tasks if task.kind == Task.Kind.RANKING]
+    return min(
+        ranking,
+        key=lambda task: (task.assigned_at is None, task.assigned_at or timezone.now(), task.pk),
+        default=None,
+    )
+
+
+def ranking_queue(
+    *, user: AbstractBaseUser, project: Project, held_tasks: list[Task] | None = None
+) -> RankingQueue:
+    """The trainer's ranking queue: what they may rank now, and what is on its way.
+
+    `held_tasks`, when the caller has already read them, are every task the trainer holds in
+    the project (any kind): the held ranking task is taken from them instead of read again.
+    """
     open_tasks = Task.objects.filter(project=project, kind=Task.Kind.RANKING, state=Task.State.OPEN)
     eligible = ranking_tasks_eligible(not_skipped_by(open_tasks, user), user)
     ready = eligible.order_by().values("ranking_set_id").distinct()[:READY_COUNT_CAP].count()
-    held = (
-        Task.objects.filter(
-            project=project, kind=Task.Kind.RANKING, state=Task.State.ASSIGNED, assignee=user
+    if held_tasks is None:
+        held = (
+            Task.objects.filter(
+                project=project, kind=Task.Kind.RANKING, state=Task.State.ASSIGNED, assignee=user
+            )
+            .order_by("assigned_at", "id")
+            .first()
         )
-        .order_by("assigned_at", "id")
-        .first()
-    )
+    else:
+        held = held_ranking(held_tasks)
     sampling_sets = RankingSet.objects.filter(project=project, state=RankingSet.State.SAMPLING)
     waiting = list(
         GenerationRequest.objects.filter(
@@ -302,5 +322,5 @@ def trainer_home(*, user: AbstractBaseUser, project: Project) -> TrainerHome:
         counts=work_counts(user=user, project=project),
         held=held,
         recent=recent_submissions(user=user, project=project),
-        ranking=ranking_queue(user=user, project=project),
+        ranking=ranking_queue(user=user, project=project, held_tasks=held),
     )

@@ -48,16 +48,28 @@ def exclusion_preview(
     return rankings.count(), sets.count()
 
 
-def lift_preview(*, exclusion: AnnotatorExclusion) -> tuple[int, int]:
-    """(rankings, sets) that lifting `exclusion` would count again and touch."""
+def lift_preview(
+    *, exclusion: AnnotatorExclusion, standing: list[AnnotatorExclusion] | None = None
+) -> tuple[int, int]:
+    """(rankings, sets) that lifting `exclusion` would count again and touch.
+
+    `standing`, when the caller has already read them, are the project's standing exclusions:
+    the trainer's other ones are looked up there instead of read again.
+    """
     rankings = Ranking.objects.filter(excluded_by=exclusion, is_excluded=True)
-    other = (
-        standing_exclusions(exclusion.project)
-        .filter(annotator_id=exclusion.annotator_id)
-        .exclude(pk=exclusion.pk)
-        .order_by("since")
-        .first()
-    )
+    if standing is None:
+        other = (
+            standing_exclusions(exclusion.project)
+            .filter(annotator_id=exclusion.annotator_id)
+            .exclude(pk=exclusion.pk)
+            .order_by("since")
+            .first()
+        )
+    else:
+        others = [
+            e for e in standing if e.annotator_id == exclusion.annotator_id and e.pk != exclusion.pk
+        ]
+        other = min(others, key=lambda e: e.since, default=None)
     if other is not None:  # what it covers stays out
         rankings = rankings.filter(created_at__lt=other.since)
     return rankings.count(), rankings.values("ranking_set_id").distinct().count()

@@ -157,11 +157,13 @@ class LiftForm(forms.Form):
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, auto_id="lift-%s", **kwargs)
         self.project = project
+        # Read once: the page lists the same exclusions beside the form.
+        self.standing: list[AnnotatorExclusion] = list(standing_exclusions(project))
         self.fields["exclusion"].widget.choices = [
             ("", "Choose a trainer excluded now"),
             *(
                 (e.pk, f"{e.annotator.get_username()}, since {e.since:%Y-%m-%d}")
-                for e in standing_exclusions(project)
+                for e in self.standing
             ),
         ]
 
@@ -195,6 +197,7 @@ def _actions_context(
     confirm: dict | None = None,
 ) -> dict:
     initial_set = request.GET.get("set", "")
+    lift = lift or LiftForm(project=project)
     return {
         "project": project,
         "exclude_form": exclude or ExcludeForm(project=project),
@@ -202,9 +205,9 @@ def _actions_context(
         or ReopenForm(
             project=project, initial={"ranking_set": initial_set if initial_set.isdigit() else ""}
         ),
-        "lift_form": lift or LiftForm(project=project),
+        "lift_form": lift,
         "confirm": confirm,
-        "exclusions": standing_exclusions(project),
+        "exclusions": lift.standing,
         "log": action_log(project, limit=LOG_SHOWN),
     }
 
@@ -304,7 +307,7 @@ def _lift(request: HttpRequest, project: Project) -> HttpResponse:
     exclusion = form.cleaned_data["exclusion"]
     trainer = exclusion.annotator.get_username()
     if request.POST.get("confirmed") != "yes":
-        rankings, sets = lift_preview(exclusion=exclusion)
+        rankings, sets = lift_preview(exclusion=exclusion, standing=form.standing)
         confirm = {
             "action": "lift",
             "form": form,

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotations.audit import audit_log
-from annotations.exclusions import annotator_exclude
+from annotations.exclusions import annotator_exclude, standing_exclusions
 from annotations.models import AnnotatorExclusion, Ranking, RankingSet
 from labelling.dashboards.actions import (
     lift_preview,
@@ -372,6 +372,40 @@ def test_lifting_from_the_page_asks_for_confirmation_first(client, project, lead
     assert "Nobody is excluded." in page
 
 
+# Session, user, membership; the standing exclusions; the log; the dashboards' state; the
+# trainers to choose from. However many trainers are excluded.
+ACTIONS_PAGE_QUERIES = 7
+
+
+def _standing_reads(queries) -> int:
+    """How many of the captured queries read the project's standing exclusions."""
+    return sum(
+        'FROM "annotations_annotatorexclusion"' in q["sql"] and '"lifted_at" IS NULL' in q["sql"]
+        for q in queries.captured_queries
+    )
+
+
+def test_the_actions_page_reads_the_standing_exclusions_once(
+    client, project, lead, excluded, django_assert_num_queries
+):
+    exclusion, _, (_, b, *_), _ = excluded
+    annotator_exclude(project=project, annotator=b, since=timezone.now(), actor=lead, reason="y")
+    client.force_login(lead)
+    client.get(actions_url(project))  # the first request of a session may fill caches
+    with django_assert_num_queries(ACTIONS_PAGE_QUERIES) as queries:
+        response = client.get(actions_url(project))
+    assert _standing_reads(queries) == 1
+    page = response.content.decode()
+    listed = page[page.index('id="exclusions-title"') : page.index('id="lift"')]
+    assert listed.count("<tr><td>") == 2 and "t0</a>" in listed and "t1</a>" in listed
+    assert f'<option value="{exclusion.pk}">t0, since' in page
+    # The review of a lifting reads them once too: its form's choices are the page's list.
+    with CaptureQueriesContext(connection) as queries:
+        review = client.post(actions_url(project), lift_data(exclusion), **HTMX)
+    assert "Lift the exclusion of t0 since" in review.content.decode()
+    assert _standing_reads(queries) == 1
+
+
 def test_the_lift_preview_leaves_out_what_a_wider_exclusion_covers(project, lead, excluded):
     exclusion, the_set, (a, *_), _ = excluded
     assert lift_preview(exclusion=exclusion) == (1, 1)
@@ -383,6 +417,11 @@ def test_the_lift_preview_leaves_out_what_a_wider_exclusion_covers(project, lead
         reason="wider",
     )
     assert lift_preview(exclusion=exclusion) == (0, 0)
+    # The page hands over the exclusions it already read: the same answer without a read.
+    standing = list(standing_exclusions(project))
+    with CaptureQueriesContext(connection) as queries:
+        assert lift_preview(exclusion=exclusion, standing=standing) == (0, 0)
+    assert _standing_reads(queries) == 0
 
 
 def test_only_leads_lift(client, project, lead, trainer, engineer, outsider, excluded):

@@ -4,6 +4,7 @@ the tree and set pages, and a lead's exclusions with a reason."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 from django.db import connection
@@ -253,6 +254,31 @@ def test_the_set_page_shows_each_trainers_order_beside_the_consensus(
     assert [row.agreement for row in view.rankings] == [0.0, 0.0, 0.0]
     body = response.content.decode()
     assert "reply a" in body and "Exclude this ranking" not in body  # engineers do not exclude
+
+
+def test_the_set_page_places_a_tie_as_the_drill_down_does(client, project, engineer):
+    """A tie group takes its first place and the next group skips past it (1, 2, 2, 4), on the
+    explorer's page as on the dashboards' drill-down of the same set."""
+    a, b = trainers(project, 2, prefix="tier")
+    context = start(project, "Which of four?")
+    replies = [say(context, f"four {x}") for x in "abcd"]
+    orders = [(a, [[0], [1, 2], [3]]), (b, [[3], [0, 1], [2]])]
+    the_set = ranked_set(project, context, replies, orders)
+    client.force_login(engineer)
+    response = client.get(reverse("explore-set", args=[project.slug, the_set.pk]))
+    view = response.context["view"]
+    assert [row.ranks for row in view.rankings] == [[1, 2, 2, 4], [2, 2, 4, 1]]
+    body = response.content.decode()
+    table = body[body.index("<tbody>") : body.index("</tbody>")]
+    cells = [re.findall(r'<td class="num">(\d+)</td>', row) for row in table.split("</tr>")[:4]]
+    assert cells == [["1", "2"], ["2", "2"], ["2", "4"], ["4", "1"]]
+    drill = client.get(reverse("dashboard-set", args=[project.slug, the_set.pk])).context["drill"]
+    assert [column.annotator for column in drill.rankings] == ["tier0", "tier1"]
+    places = {row.message.pk: [place.rank for place in row.places] for row in drill.rows}
+    consensus = {row.message.pk: row.consensus.rank for row in drill.rows}
+    for i, candidate in enumerate(view.candidates):
+        assert places[candidate.message.pk] == [row.ranks[i] for row in view.rankings]
+        assert consensus[candidate.message.pk] == candidate.consensus_rank
 
 
 def test_a_lead_excludes_a_ranking_and_sees_the_consensus_again(client, project, world, lead):

@@ -11,7 +11,13 @@ from annotations.models import Conversation, Message, RankingSet
 from annotations.services import conversation_start
 from labelling.claims import task_claim_next, task_skip, task_submit
 from labelling.models import RankingSetSampling, Task
-from labelling.progress import period_starts, ranking_queue, recent_submissions, work_counts
+from labelling.progress import (
+    period_starts,
+    ranking_queue,
+    recent_submissions,
+    trainer_home,
+    work_counts,
+)
 from tests.factories import (
     MembershipFactory,
     ModelVersionFactory,
@@ -251,6 +257,49 @@ def test_page_shows_counts_queues_held_tasks_and_recent_work(client, project, tr
     assert reverse("rank-task", args=[held.pk]) in page  # the task held, to continue
     assert "&lt;b&gt;first&lt;/b&gt;" in page and "<b>first</b>" not in page  # escaped
     assert f'data-task="{task.pk}"' in page
+
+
+# Session, user, membership; the held tasks; the queues (7); the counts; the recent work (3);
+# the ranking queue (5). The held ranking task comes out of the held tasks, not a read of its own.
+HOME_QUERIES = 20
+
+
+def test_the_page_reads_the_held_ranking_task_once(
+    client, project, trainer, django_assert_num_queries
+):
+    make_ranking_set(project)
+    rank(claim(project, trainer), trainer)
+    make_ranking_set(project)
+    held = claim(project, trainer)
+    client.force_login(trainer)
+    url = reverse("trainer-home", args=["alpha"])
+    client.get(url)  # the first request of a session may fill caches
+    with django_assert_num_queries(HOME_QUERIES):
+        response = client.get(url)
+    assert response.context["ranking"].held == held
+    assert reverse("rank-task", args=[held.pk]) in response.content.decode()
+
+
+def test_the_home_shows_the_ranking_task_the_queue_would_read(project, trainer, lead):
+    """Out of every task the trainer holds, the home's queue shows the ranking task assigned
+    first, as the polled queue reads it (the two must agree, or every poll looks changed)."""
+    make_ranking_set(project)
+    make_ranking_set(project)
+    first, second = Task.objects.filter(kind=Task.Kind.RANKING, state=Task.State.OPEN)[:2]
+    now = timezone.now()
+    for task, assigned_ago, lease in ((first, 5, 10), (second, 9, 30)):
+        Task.objects.filter(pk=task.pk).update(
+            state=Task.State.ASSIGNED,
+            assignee=trainer,
+            assigned_at=now - timedelta(minutes=assigned_ago),
+            lease_expires_at=now + timedelta(minutes=lease),
+        )
+    conversation_start(project=project, text="Write one.", source="prompt")
+    task_claim_next(project=project, user=trainer, kind="demonstration")
+    home = trainer_home(user=trainer, project=project)
+    assert home.held[0] == first  # the home lists held tasks by lease, soonest first
+    assert home.ranking.held == second == ranking_queue(user=trainer, project=project).held
+    assert len(home.held) == 3
 
 
 def test_empty_queue_polls_and_the_fragment_shows_a_ready_set(client, project, trainer):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,13 +42,17 @@ def slot_attention(
     attention_mask: torch.Tensor | None,
     dropout: float = 0.0,
     scaling: float | None = None,
+    *,
+    step: str = "sdpa",
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """Attention over [batch, heads, queries, dim] tensors; returns [batch, queries, heads, dim].
 
     `attention_mask` is None for a causal prefill, or a boolean mask (True: attend) that
-    broadcasts to [batch, 1, queries, keys].
+    broadcasts to [batch, 1, queries, keys]. `step` says how a step (one query a row) attends:
+    "sdpa" by PyTorch's fused kernel, "matmul" by two batched products around a softmax.
     """
+    import torch
     import torch.nn.functional as F
 
     if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
@@ -56,11 +61,17 @@ def slot_attention(
     batch, heads, queries, dim = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
+    # A step: the `groups` query heads of each key/value head become that head's queries.
+    grouped = query.reshape(batch, kv_heads, groups, dim) if queries == 1 else None
     if softcap is not None:
         output = _capped_attention(query, key, value, attention_mask, scaling, softcap)
-    elif queries == 1:
-        # A step: the `groups` query heads of each key/value head become its queries.
-        grouped = query.reshape(batch, kv_heads, groups, dim)
+    elif grouped is not None and step == "matmul" and attention_mask is not None:
+        scale = scaling if scaling is not None else dim**-0.5
+        scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scale
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).to(value.dtype)
+        output = torch.matmul(weights, value).reshape(batch, heads, 1, dim)
+    elif grouped is not None:
         output = F.scaled_dot_product_attention(
             grouped, key, value, attn_mask=attention_mask, scale=scaling
         ).reshape(batch, heads, 1, dim)
@@ -74,35 +85,6 @@ def slot_attention(
             scale=scaling,
             enable_gqa=groups > 1,
         )
-    return output.transpose(1, 2).contiguous(), None
-
-
-def slot_attention_matmul(
-    module: Any,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, None]:
-    """`slot_attention` with a step's attention as plain batched products (a prefill and
-    capped scores as there)."""
-    import torch
-
-    batch, heads, queries, dim = query.shape
-    if queries != 1 or attention_mask is None or kwargs.get("softcap") is not None:
-        return slot_attention(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
-        raise ValueError("The generation engine does not run attention sinks.")
-    kv_heads = key.shape[1]
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
-    scale = scaling if scaling is not None else dim**-0.5
-    scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scale
-    scores = scores.masked_fill(~attention_mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1).to(value.dtype)
-    output = torch.matmul(weights, value).reshape(batch, heads, 1, dim)
     return output.transpose(1, 2).contiguous(), None
 
 
@@ -133,8 +115,8 @@ def register() -> None:
         return
     from transformers import AttentionInterface
 
-    AttentionInterface.register(STEP_ATTENTION["sdpa"], slot_attention)
-    AttentionInterface.register(STEP_ATTENTION["matmul"], slot_attention_matmul)
+    for step, name in STEP_ATTENTION.items():
+        AttentionInterface.register(name, partial(slot_attention, step=step))
     _registered = True
 
 

@@ -2,15 +2,12 @@
 transformers' `generate` on models whose query heads share key/value heads (Llama with grouped
 queries, and Gemma 2 with its capped scores)."""
 
+from functools import partial
+
 import pytest
 import torch
 
-from trainer_bridge.attention import (
-    ENGINE_ATTENTION,
-    STEP_ATTENTION,
-    slot_attention,
-    slot_attention_matmul,
-)
+from trainer_bridge.attention import ENGINE_ATTENTION, STEP_ATTENTION, slot_attention
 from trainer_bridge.backends import LoadedGenerator, Row
 from trainer_bridge.decoding import EngineSettings
 from trainer_bridge.loading import load_policy
@@ -52,7 +49,9 @@ def test_a_causal_prefill_with_grouped_heads_matches_the_reference(heads):
     assert not torch.allclose(again[:, 4], output[:, 4])
 
 
-@pytest.mark.parametrize("attend", [slot_attention, slot_attention_matmul])
+@pytest.mark.parametrize(
+    "attend", [slot_attention, partial(slot_attention, step="matmul")], ids=["sdpa", "matmul"]
+)
 def test_a_step_attends_only_to_each_rows_filled_columns(heads, attend):
     batch, kv_heads, groups, dim = heads
     query = torch.randn(batch, kv_heads * groups, 1, dim)

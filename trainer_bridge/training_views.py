@@ -23,9 +23,9 @@ from trainer_bridge.access import training_run_for_member
 from trainer_bridge.models import RewardEvaluation, TrainingRun
 from trainer_bridge.training.hyperparameters import STAGES, hyperparameter_fields
 from trainer_bridge.training_events import training_settings
+from trainer_bridge.training_inputs import STAGE_SNAPSHOT_KIND
 from trainer_bridge.training_runs import (
     IDEMPOTENCY_KEY_MAX,
-    STAGE_SNAPSHOT_KIND,
     reward_evaluation_request,
     training_run_cancel,
     training_run_start,

@@ -12,6 +12,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 ENTRY_MODULE = "trainer_bridge.training.entry"
+# Warnings that are errors in a training subprocess: transformers 5 renamed the training argument
+# `gradient_checkpointing` to `activation_checkpointing` (removing the old name in v6), and the
+# stages pass the name the installed transformers reads. Only TrainingArguments' warning is
+# matched: TRL 1.12's own PPO loop still calls the deprecated model methods, which we cannot change.
+DEPRECATED_ARGUMENTS = ["error:`gradient_checkpointing` is deprecated:FutureWarning"]
 
 
 @dataclass
@@ -44,9 +49,14 @@ def subprocess_environment(extra: dict[str, str] | None = None) -> dict[str, str
     One torch thread unless the caller's environment says otherwise: on a shared two-core
     machine, two OpenMP threads per process spin against each other and the other test
     processes, and a PPO run that takes 20 s alone took over 5 minutes that way.
+
+    The training arguments' old checkpointing name fails the run (see `DEPRECATED_ARGUMENTS`).
     """
     environment = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": str(ROOT), **(extra or {})}
     environment.pop("RANK", None)
+    environment["PYTHONWARNINGS"] = ",".join(
+        filter(None, [environment.get("PYTHONWARNINGS"), *DEPRECATED_ARGUMENTS])
+    )
     return environment
 
 

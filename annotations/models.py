@@ -408,6 +408,12 @@ class RankingSet(models.Model):
                 condition=Q(state="complete", agreement__isnull=False),
                 name="ranking_set_lowest_idx",
             ),
+            # The dashboards' refresh: the project's sets completed since its previous run.
+            models.Index(
+                fields=["project", "completed_at"],
+                condition=Q(state="complete", completed_at__isnull=False),
+                name="ranking_set_completed_idx",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -83,6 +83,12 @@ class Task(models.Model):
             ),
             models.Index(fields=["state", "lease_expires_at"]),
             models.Index(fields=["assignee", "state"]),
+            # The dashboards' refresh: the project's tasks done since its previous run.
+            models.Index(
+                fields=["project", "done_at"],
+                condition=Q(state="done", done_at__isnull=False),
+                name="task_done_idx",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -61,7 +61,13 @@ class GenerationRequest(models.Model):
         indexes = [
             models.Index(
                 fields=["state", "model_version", "queued_at"], name="generation_queue_idx"
-            )
+            ),
+            # The dashboards' refresh: the project's generations finished since its previous run.
+            models.Index(
+                fields=["project", "finished_at"],
+                condition=Q(finished_at__isnull=False),
+                name="generation_finished_idx",
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(n__gte=1), name="generation_n_positive"),

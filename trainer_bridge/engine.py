@@ -19,10 +19,10 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trainer_bridge.attention import engine_attention, register
+from trainer_bridge.choosing import GRAPH_FLAGS, SamplerFlags, TokenChooser
 from trainer_bridge.decoding import (
     EngineSettings,
     GenerationOutOfMemory,
@@ -38,7 +38,6 @@ from trainer_bridge.kv_cache import (
     length_bucket,
     plan_cache,
 )
-from trainer_bridge.sampling import row_seed, sample_tokens, sample_tokens_static
 from trainer_bridge.slots import SlotEntry, SlotState
 
 if TYPE_CHECKING:
@@ -47,18 +46,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
-
-
-@dataclass(frozen=True)
-class _SamplerFlags:
-    """What the rows of one forward need, known on the host: eager steps skip the rest."""
-
-    penalized: bool = True
-    all_greedy: bool = False
-    any_greedy: bool = True
-
-
-_GRAPH_FLAGS = _SamplerFlags()
 
 
 class DecodeEngine:
@@ -117,7 +104,12 @@ class DecodeEngine:
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
         if not self._last_logits_only:
             self._head = None  # the prefill could not keep only the columns it needs
-        self.eos = torch.tensor(sorted(set(eos_ids)), device=self.device)
+        self.chooser = TokenChooser(
+            eos=torch.tensor(sorted(set(eos_ids)), device=self.device),
+            vocab=self.vocab,
+            width=self.width,
+            candidates=self.settings.candidates,
+        )
         self.eos_set = frozenset(eos_ids)
         self.pad_id = pad_id
         self.cache: SlotCache | None = None
@@ -249,10 +241,6 @@ class DecodeEngine:
 
     # --- the forward passes ----------------------------------------------------------------------
 
-    def _is_eos(self, tokens: torch.Tensor) -> torch.Tensor:
-        # A comparison with each end token: shapes fixed, no host decision (graph-safe).
-        return (tokens.unsqueeze(-1) == self.eos).any(-1)
-
     def _forward(self, input_ids, positions, mask, step_attention=None, **extra) -> torch.Tensor:
         """The model's logits [rows, columns kept, vocabulary]; `mask` (True: attend) None for
         a causal prefill of right-padded prompts."""
@@ -267,55 +255,7 @@ class DecodeEngine:
             )
         return output.logits
 
-    def _choose(
-        self,
-        logits: torch.Tensor,
-        index,
-        seen: torch.Tensor,
-        steps: torch.Tensor,
-        *,
-        static: bool,
-        flags: _SamplerFlags,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The next token of each row (`index`: a slice or tensor of slots), and in static mode
-        which rows are unsettled (their logits are kept for the host to draw again)."""
-        import torch
-
-        st = self.state
-        logits = logits.float()
-        if flags.penalized:
-            # As transformers does: a seen token's logit is divided by the penalty if positive,
-            # multiplied if negative (a penalty of 1 leaves it exactly as it was).
-            penalty = st.penalty[index].unsqueeze(-1)
-            scores = logits.gather(-1, seen)
-            scores = torch.where(scores < 0, scores * penalty, scores / penalty)
-            logits = logits.scatter(-1, seen, scores)
-        if flags.all_greedy:
-            return logits.argmax(-1), None
-        probs = torch.softmax(logits / st.temperature[index].unsqueeze(-1), dim=-1)
-        steps = steps.clamp(max=self.length - 1).unsqueeze(-1)
-        uniforms = st.uniforms[index].gather(1, steps).squeeze(-1)
-        unsettled = None
-        if static:
-            tokens, unsettled = sample_tokens_static(
-                probs, top_k=st.top_k[index], top_p=st.top_p[index], uniforms=uniforms,
-                width=self.width,
-            )  # fmt: skip
-            if st.logits is not None:
-                st.logits[index] = logits
-        else:
-            tokens = sample_tokens(
-                probs, top_k=st.top_k[index], top_p=st.top_p[index], uniforms=uniforms,
-                candidates=self.settings.candidates,
-            )  # fmt: skip
-        if flags.any_greedy:
-            greedy = st.greedy[index]
-            tokens = torch.where(greedy, logits.argmax(-1), tokens)
-            if unsettled is not None:
-                unsettled = unsettled & ~greedy
-        return tokens, unsettled
-
-    def _decode_body(self, rows: int, length: int, *, static: bool, flags: _SamplerFlags):
+    def _decode_body(self, rows: int, length: int, *, static: bool, flags: SamplerFlags):
         """One decoding step of slots [0, rows) over `length` columns, all on the device.
 
         Only rows that are active and below `live_rows` advance; the others (free slots of a
@@ -336,9 +276,10 @@ class DecodeEngine:
             visible[:, None, None, :],
         )[:, -1, :]
         steps = st.step[:rows]
-        tokens, unsettled = self._choose(
-            logits, slice(0, rows), st.seen[:rows, :length], steps, static=static, flags=flags
-        )
+        tokens, unsettled = self.chooser.choose(
+            st, logits, slice(0, rows), st.seen[:rows, :length], steps,
+            length=self.length, static=static, flags=flags,
+        )  # fmt: skip
         if not static:
             # Eager steps decode exactly the running rows [0, rows), every one of them live,
             # and a running row's next token is within its slot.
@@ -347,7 +288,7 @@ class DecodeEngine:
             st.last_token[:rows] = tokens
             st.pos[:rows] += 1
             st.step[:rows] += 1
-            ended = self._is_eos(tokens) | (st.step[:rows] >= st.max_new[:rows])
+            ended = self.chooser.is_eos(tokens) | (st.step[:rows] >= st.max_new[:rows])
             st.finished[:rows] = ended
             st.any_flag.copy_(ended.any().reshape(1))
             return
@@ -360,7 +301,7 @@ class DecodeEngine:
         st.last_token[:rows] = torch.where(live, tokens, st.last_token[:rows])
         st.pos[:rows] += live
         st.step[:rows] += live
-        ended = live & (self._is_eos(tokens) | (st.step[:rows] >= st.max_new[:rows]))
+        ended = live & (self.chooser.is_eos(tokens) | (st.step[:rows] >= st.max_new[:rows]))
         st.finished[:rows] = ended
         flag = ended
         if unsettled is not None:
@@ -384,43 +325,20 @@ class DecodeEngine:
             if graph is not None:
                 graph.replay()
             else:
-                self._decode_body(bucket, length, static=True, flags=_GRAPH_FLAGS)
+                self._decode_body(bucket, length, static=True, flags=GRAPH_FLAGS)
             st.host_pos[:rows] += host_live
         else:
             # Slots [0, rows) are exactly the rows to decode (the session keeps them packed).
-            greedy = st.host_greedy[:rows]
-            flags = _SamplerFlags(
-                penalized=bool(st.host_penalized[:rows].any()),
-                all_greedy=bool(greedy.all()),
-                any_greedy=bool(greedy.any()),
-            )
+            flags = SamplerFlags.of_slots(st, rows)
             self._decode_body(rows, int(st.host_pos[:rows].max()) + 1, static=False, flags=flags)
             st.host_pos[:rows] += 1
         self.steps += 1
         if not bool(st.any_flag[0]):
             return []
         if self.static and st.logits is not None and bool(st.unsettled[:rows].any()):
-            self._settle(st.unsettled[:rows].nonzero().squeeze(-1))
+            self.chooser.settle(st, st.unsettled[:rows].nonzero().squeeze(-1), length=self.length)
         finished = st.finished[:rows].nonzero().squeeze(-1)
         return finished.tolist()
-
-    def _settle(self, slots: torch.Tensor) -> None:
-        """Draw again, with the whole vocabulary sorted, the rows the graph could not settle."""
-        import torch
-
-        st = self.state
-        steps = st.step[slots] - 1
-        probs = torch.softmax(st.logits[slots] / st.temperature[slots].unsqueeze(-1), dim=-1)
-        uniforms = st.uniforms[slots].gather(1, steps.unsqueeze(-1)).squeeze(-1)
-        tokens = sample_tokens(
-            probs, top_k=st.top_k[slots], top_p=st.top_p[slots], uniforms=uniforms,
-            candidates=self.vocab,
-        )  # fmt: skip
-        st.generated[slots, steps] = tokens
-        st.seen[slots, st.pos[slots].clamp(max=self.length - 1)] = tokens
-        st.last_token[slots] = tokens
-        st.finished[slots] = self._is_eos(tokens) | (st.step[slots] >= st.max_new[slots])
-        st.unsettled[slots] = False
 
     # --- rows joining and leaving ----------------------------------------------------------------
 
@@ -451,7 +369,10 @@ class DecodeEngine:
         )
         slots = torch.tensor([e.slot for e in entries], device=device)
         host_slots = torch.tensor([e.slot for e in entries])
-        self._write_settings(entries, slots, lengths, seen)
+        st.admit(
+            slots, host_slots, [e.row for e in entries], seen=seen, length=self.length,
+            device=device,
+        )  # fmt: skip
         draws = self._head is not None
         width = max(lengths) if draws else max(lengths) - 1
         logits = None
@@ -472,16 +393,11 @@ class DecodeEngine:
         if not draws:
             st.last_token[slots] = torch.tensor([p[-1] for p in prompts], device=device)
             return []
-        rows = [e.row for e in entries]
-        flags = _SamplerFlags(
-            penalized=any(r.sampling.repetition_penalty != 1.0 for r in rows),
-            all_greedy=all(r.sampling.temperature <= 0 for r in rows),
-            any_greedy=any(r.sampling.temperature <= 0 for r in rows),
-        )
         zero = torch.zeros(count, dtype=torch.long, device=device)
-        tokens, _ = self._choose(
-            logits, slots, st.seen[slots, :width], zero, static=False, flags=flags
-        )
+        tokens, _ = self.chooser.choose(
+            st, logits, slots, st.seen[slots, :width], zero, length=self.length, static=False,
+            flags=SamplerFlags.of_rows([e.row for e in entries]),
+        )  # fmt: skip
         positions = torch.tensor(lengths, device=device)
         st.generated[slots, zero] = tokens
         st.seen[slots, positions] = tokens
@@ -489,7 +405,7 @@ class DecodeEngine:
         st.pos[slots] = positions
         st.host_pos[host_slots] = torch.tensor(lengths)
         st.step[slots] = 1
-        ended = self._is_eos(tokens) | (st.max_new[slots] <= 1)
+        ended = self.chooser.is_eos(tokens) | (st.max_new[slots] <= 1)
         st.finished[slots] = ended
         return host_slots[ended.cpu()].tolist()
 
@@ -521,51 +437,6 @@ class DecodeEngine:
             handle.remove()
         # A model that computes its logits without calling its output layer kept them all.
         return logits[:, 0] if picked else logits[rows, index]
-
-    def _write_settings(
-        self, entries: list[SlotEntry], slots, lengths: list[int], seen: torch.Tensor
-    ) -> None:
-        """Each row's sampling settings, tokens seen and random draws, into its slot."""
-        import torch
-
-        st = self.state
-        device = self.device
-        params = [e.row.sampling for e in entries]
-        count, length = len(entries), self.length
-        st.max_new[slots] = torch.tensor([p.max_new_tokens for p in params], device=device)
-        greedy = [p.temperature <= 0 for p in params]
-        st.greedy[slots] = torch.tensor(greedy, device=device)
-        st.temperature[slots] = torch.tensor(
-            [p.temperature if p.temperature > 0 else 1.0 for p in params], device=device
-        )
-        st.top_p[slots] = torch.tensor([float(p.top_p) for p in params], device=device)
-        st.top_k[slots] = torch.tensor([int(p.top_k) for p in params], device=device)
-        st.penalty[slots] = torch.tensor(
-            [float(p.repetition_penalty) for p in params], device=device
-        )
-        # A row's position is its last prompt token's, until the prefill draws its first token.
-        positions = [n - 1 for n in lengths]
-        st.pos[slots] = torch.tensor(positions, device=device)
-        st.step[slots] = 0
-        st.finished[slots] = False
-        st.unsettled[slots] = False
-        st.seen[slots] = seen
-        # One uniform per step, drawn ahead: seeded rows from their own generator, so their
-        # draws do not depend on the batch (nor on the device: drawn on the CPU, then moved).
-        uniforms = torch.rand((count, length))
-        generator = torch.Generator()
-        for i, entry in enumerate(entries):
-            sampling = entry.row.sampling
-            if sampling.seed is None or sampling.temperature <= 0:
-                continue
-            generator.manual_seed(row_seed(sampling.seed, entry.row.sample_index))
-            steps = sampling.max_new_tokens
-            uniforms[i, :steps] = torch.rand(steps, generator=generator)
-        st.uniforms[slots] = uniforms.to(device)
-        host = torch.tensor([e.slot for e in entries])
-        st.host_pos[host] = torch.tensor(positions)
-        st.host_greedy[host] = torch.tensor(greedy)
-        st.host_penalized[host] = torch.tensor([p.repetition_penalty != 1.0 for p in params])
 
     def harvest(self, slots: list[int]) -> list[list[int]]:
         """The new tokens of the finished rows in `slots`, without their end-of-turn token; the
@@ -648,7 +519,7 @@ class DecodeEngine:
 
         def step(rows: int, columns: int) -> None:
             # Nothing but the step itself: `live_rows` is the host's to set before each replay.
-            self._decode_body(rows, columns, static=True, flags=_GRAPH_FLAGS)
+            self._decode_body(rows, columns, static=True, flags=GRAPH_FLAGS)
 
         self.graphs.capture_length(
             length,

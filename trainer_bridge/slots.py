@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from trainer_bridge.sampling import row_seed
+
 if TYPE_CHECKING:
     import torch
 
@@ -79,6 +81,57 @@ class SlotState:
             tensor.zero_()
         for tensor in (self.pos, self.step, self.host_pos, self.last_token):
             tensor.zero_()
+
+    def admit(
+        self,
+        slots: torch.Tensor,
+        host_slots: torch.Tensor,
+        rows: list[Row],
+        *,
+        seen: torch.Tensor,
+        length: int,
+        device: str,
+    ) -> None:
+        """Each row's sampling settings, tokens `seen` and random draws, into its slot (`slots`
+        on the device, `host_slots` for the host's copies), positioned at its last prompt token
+        with no token generated yet."""
+        import torch
+
+        params = [row.sampling for row in rows]
+        self.max_new[slots] = torch.tensor([p.max_new_tokens for p in params], device=device)
+        greedy = [p.temperature <= 0 for p in params]
+        self.greedy[slots] = torch.tensor(greedy, device=device)
+        self.temperature[slots] = torch.tensor(
+            [p.temperature if p.temperature > 0 else 1.0 for p in params], device=device
+        )
+        self.top_p[slots] = torch.tensor([float(p.top_p) for p in params], device=device)
+        self.top_k[slots] = torch.tensor([int(p.top_k) for p in params], device=device)
+        self.penalty[slots] = torch.tensor(
+            [float(p.repetition_penalty) for p in params], device=device
+        )
+        positions = [len(row.prompt_ids) - 1 for row in rows]
+        self.pos[slots] = torch.tensor(positions, device=device)
+        self.step[slots] = 0
+        self.finished[slots] = False
+        self.unsettled[slots] = False
+        self.seen[slots] = seen
+        # One uniform per step, drawn ahead: seeded rows from their own generator, so their
+        # draws do not depend on the batch (nor on the device: drawn on the CPU, then moved).
+        uniforms = torch.rand((len(rows), length))
+        generator = torch.Generator()
+        for i, row in enumerate(rows):
+            sampling = row.sampling
+            if sampling.seed is None or sampling.temperature <= 0:
+                continue
+            generator.manual_seed(row_seed(sampling.seed, row.sample_index))
+            steps = sampling.max_new_tokens
+            uniforms[i, :steps] = torch.rand(steps, generator=generator)
+        self.uniforms[slots] = uniforms.to(device)
+        self.host_pos[host_slots] = torch.tensor(positions)
+        self.host_greedy[host_slots] = torch.tensor(greedy)
+        self.host_penalized[host_slots] = torch.tensor(
+            [p.repetition_penalty != 1.0 for p in params]
+        )
 
     def device_per_slot(self) -> list[torch.Tensor]:
         tensors = [

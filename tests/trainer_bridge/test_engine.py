@@ -198,7 +198,10 @@ def test_rows_the_graph_sampler_cannot_settle_are_drawn_again_exactly(loaded):
     wide = SamplingParams(temperature=1.5, top_p=0.99, max_new_tokens=30, seed=3)
     rows = [Row(prompt, wide, i) for i in range(4)]
     settle = []
-    original = narrow.engine._settle
-    narrow.engine._settle = lambda slots: settle.append(len(slots)) or original(slots)
+    chooser = narrow.engine.chooser
+    original = chooser.settle
+    chooser.settle = lambda state, slots, **kw: (
+        settle.append(len(slots)) or original(state, slots, **kw)
+    )
     assert narrow.generate(rows) == plain.generate(rows)
     assert sum(settle) > 0  # rows were drawn again, and still gave the exact tokens

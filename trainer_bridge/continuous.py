@@ -157,6 +157,12 @@ class DecodeSession:
         """Rows decoding now."""
         return self.engine.running
 
+    @property
+    def step_seconds(self) -> dict[str, float]:
+        """Moving averages of a draft-only step and of a step of the whole batch (its rows'
+        joining included), in seconds; 0 until measured."""
+        return dict(self._seconds)
+
     def busy(self) -> bool:
         return bool(self.pending) or self.active > 0
 

@@ -28,6 +28,7 @@ def test_the_standalone_suite_runs_every_section_without_django(
     assert "failed" not in out
     assert re.search(r"engine 16 x 8: [\d,]+ tokens in [\d.]+ s = [\d,]+ tokens/s", out)
     assert "TARGET draft p95 under load / idle" in out
+    assert re.search(r"where a draft's time went under load: waiting to join .* p95 [\d.]+ ms", out)
     # The prefill against bare forwards of the same prompts, and where its time went.
     assert re.search(r"prefill 16 rows: [\d,]+ prompt tokens in 1 forwards, .* \([\d.]+x\)", out)
     assert "prefill 16 rows, profiled" in out and "aten::" in out

@@ -78,15 +78,22 @@ def messages_matching(messages: QuerySet[Message], query: str, *, config: str) -
     return messages.filter(text__icontains=query)
 
 
-def found_once(matching: QuerySet, field_name: str) -> QuerySet:
-    """The distinct `field_name` values of the `matching` rows, as a subquery to filter with.
+# Larger than any table: as a subquery's LIMIT it keeps every row (see `found_once`).
+NO_LIMIT = 2**63 - 1
 
-    Used for searches: as `IN (SELECT DISTINCT ...)` PostgreSQL computes the matches once,
-    through the search index. A correlated EXISTS lets it walk the list newest first instead,
-    computing each message's text vector until a page is full: seconds, when the matches are
-    rare among recent rows (which the planner cannot tell).
+
+def found_once(matching: QuerySet, field_name: str) -> QuerySet:
+    """The `field_name` values of the `matching` rows, as a subquery to filter with (`pk__in`),
+    planned on its own: PostgreSQL reads the matches once, through the search index, and the
+    semi-join with the list drops their duplicates (no DISTINCT to hash first).
+
+    Merged into the list's query under a LIMIT (a page, a capped count), the condition lets the
+    planner walk the list instead, computing text vectors row by row until enough rows matched:
+    it prices a text vector far below its cost, and the walk takes seconds when the matches are
+    rare among the newest rows. A subquery with a LIMIT is never merged; this one keeps every
+    row. (Where most rows match, walking is cheaper: `NewestFirst` does it, within a bound.)
     """
-    return matching.order_by().values(field_name).distinct()
+    return matching.order_by().values(field_name)[:NO_LIMIT]
 
 
 def day_range(field_name: str, filters: ExplorerFilters) -> Q:
@@ -102,8 +109,9 @@ def day_range(field_name: str, filters: ExplorerFilters) -> Q:
 
 
 def message_conditions(project: Project, filters: ExplorerFilters) -> QuerySet[Message] | None:
-    """The project's messages that match the message-level filters, or None when none is set."""
-    messages = Message.objects.filter(conversation__project=project)
+    """The messages that match the message-level filters, or None when none is set; any
+    project's: the caller keeps its own conversations (a join to the project would only cost)."""
+    messages = Message.objects.all()
     narrowed = False
     if filters.author:
         messages = messages.filter(author_user__username=filters.author)
@@ -130,14 +138,38 @@ def message_conditions(project: Project, filters: ExplorerFilters) -> QuerySet[M
     return messages if narrowed else None
 
 
-def conversations_explored(*, project: Project, filters: ExplorerFilters) -> QuerySet[Conversation]:
-    """The project's conversations that hold a message matching every message filter, newest
-    first (`with_summaries` adds what the list shows of each)."""
+@dataclass(frozen=True)
+class NewestFirst:
+    """A searched list read the other way round: its newest rows without the search, each
+    checked for it on its own (a text vector or three a row, no index).
+
+    Far cheaper than reading every match through the index when most rows match (a page of a
+    word in every conversation), far dearer when few do; `among_newest` bounds what it reads.
+    """
+
+    unsearched: QuerySet  # the list with every filter but the search, newest first
+    matches: Exists | Q  # the search, on one row of it
+
+    def among_newest(self, window: int) -> QuerySet:
+        """The rows among the unsearched list's newest `window` that match, newest first: the
+        list's first rows whenever as many match as the caller needs."""
+        newest = self.unsearched.values("pk")[:window]
+        return self.unsearched.filter(pk__in=newest).filter(self.matches)
+
+
+def _conversations(project: Project, filters: ExplorerFilters) -> QuerySet[Conversation]:
     conversations = Conversation.objects.filter(project=project).filter(
         day_range("created_at", filters)
     )
     if filters.source:
         conversations = conversations.filter(source=filters.source)
+    return conversations.order_by("-created_at", "-id")
+
+
+def conversations_explored(*, project: Project, filters: ExplorerFilters) -> QuerySet[Conversation]:
+    """The project's conversations that hold a message matching every message filter, newest
+    first (`with_summaries` adds what the list shows of each)."""
+    conversations = _conversations(project, filters)
     matching = message_conditions(project, filters)
     if matching is not None and filters.q.strip():
         conversations = conversations.filter(pk__in=found_once(matching, "conversation_id"))
@@ -145,7 +177,18 @@ def conversations_explored(*, project: Project, filters: ExplorerFilters) -> Que
         conversations = conversations.filter(
             Exists(matching.filter(conversation=OuterRef("pk")).values("pk"))
         )
-    return conversations.order_by("-created_at", "-id")
+    return conversations
+
+
+def conversations_newest_first(*, project: Project, filters: ExplorerFilters) -> NewestFirst | None:
+    """`conversations_explored` read newest first (see `NewestFirst`); None without a search."""
+    matching = message_conditions(project, filters)
+    if matching is None or not filters.q.strip():
+        return None
+    return NewestFirst(
+        unsearched=_conversations(project, filters),
+        matches=Exists(matching.filter(conversation=OuterRef("pk")).values("pk")),
+    )
 
 
 def with_summaries(conversations: QuerySet[Conversation]) -> QuerySet[Conversation]:

@@ -20,8 +20,10 @@ from annotations.audit import audit_log
 from annotations.explorer import (
     CHOICES_CACHE_SECONDS,
     EXCLUDED,
+    NO_LIMIT,
     REPORTED,
     ExplorerFilters,
+    NewestFirst,
     choices_cache_key,
     day_range,
     found_once,
@@ -58,9 +60,8 @@ class SetFilters(ExplorerFilters):
     max_agreement: float | None = None
 
 
-def ranking_sets_explored(*, project: Project, filters: SetFilters) -> QuerySet[RankingSet]:
-    """The project's ranking sets that match every filter, newest first
-    (`with_candidate_counts` adds what the list shows of each)."""
+def _ranking_sets(project: Project, filters: SetFilters) -> QuerySet[RankingSet]:
+    """The project's ranking sets that match every filter but the search, newest first."""
     sets = RankingSet.objects.filter(project=project).filter(day_range("created_at", filters))
     if filters.state:
         sets = sets.filter(state=filters.state)
@@ -97,22 +98,49 @@ def ranking_sets_explored(*, project: Project, filters: SetFilters) -> QuerySet[
             message_id=OuterRef("message_id"), name=filters.flag, value__gte=1
         )
         sets = sets.filter(Exists(candidates.filter(Exists(labelled))))
-    if filters.q.strip():
-        matching = messages_matching(
-            Message.objects.filter(conversation__project=project),
-            filters.q,
-            config=search_config(project),
-        ).values("pk")
-        # The sets whose context or a candidate matches: one union, computed once (an OR of
-        # the two would be checked set by set; see `found_once`).
-        by_context = found_once(
-            RankingSet.objects.filter(project=project, context_id__in=matching), "pk"
-        )
-        by_candidate = found_once(
-            RankingCandidate.objects.filter(message_id__in=matching), "ranking_set_id"
-        )
-        sets = sets.filter(pk__in=by_context.union(by_candidate))
     return sets.order_by("-created_at", "-id")
+
+
+def ranking_sets_explored(*, project: Project, filters: SetFilters) -> QuerySet[RankingSet]:
+    """The project's ranking sets that match every filter, newest first
+    (`with_candidate_counts` adds what the list shows of each)."""
+    sets = _ranking_sets(project, filters)
+    if filters.q.strip():
+        # Any project's messages (the sets are the project's own already), read through the
+        # search index (see `found_once`).
+        matching = found_once(
+            messages_matching(Message.objects.all(), filters.q, config=search_config(project)),
+            "pk",
+        )
+        # The sets whose context or a candidate matches: one union, computed once (an OR of
+        # the two would be checked set by set); the semi-join drops its duplicates.
+        by_context = RankingSet.objects.filter(project=project, context_id__in=matching)
+        by_candidate = RankingCandidate.objects.filter(message_id__in=matching)
+        found = (
+            by_context.order_by()
+            .values("pk")
+            .union(by_candidate.order_by().values("ranking_set_id"), all=True)
+        )
+        sets = sets.filter(pk__in=found[:NO_LIMIT])
+    return sets
+
+
+def ranking_sets_newest_first(*, project: Project, filters: SetFilters) -> NewestFirst | None:
+    """`ranking_sets_explored` read newest first (see `NewestFirst`); None without a search."""
+    if not filters.q.strip():
+        return None
+    config = search_config(project)
+
+    def matches(message_id: OuterRef) -> Exists:
+        one = Message.objects.filter(pk=message_id)
+        return Exists(messages_matching(one, filters.q, config=config).values("pk"))
+
+    candidates = RankingCandidate.objects.filter(ranking_set=OuterRef("pk"))
+    return NewestFirst(
+        unsearched=_ranking_sets(project, filters),
+        matches=matches(OuterRef("context_id"))
+        | Exists(candidates.filter(matches(OuterRef("message_id")))),
+    )
 
 
 def with_candidate_counts(sets: QuerySet[RankingSet]) -> QuerySet[RankingSet]:

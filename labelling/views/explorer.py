@@ -7,8 +7,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
-from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -20,6 +18,7 @@ from annotations.explorer import (
     conversation_for_explorer,
     conversation_tree,
     conversations_explored,
+    conversations_newest_first,
     explorer_choices,
     tree_node,
     with_summaries,
@@ -29,10 +28,12 @@ from annotations.explorer_sets import (
     ranking_set_for_explorer,
     ranking_set_view,
     ranking_sets_explored,
+    ranking_sets_newest_first,
     with_candidate_counts,
 )
 from annotations.models import Message, Project, Ranking
 from labelling.explorer_forms import ConversationFilterForm, ExclusionForm, SetFilterForm
+from labelling.explorer_pages import CappedPaginator
 from labelling.views.errors import Refusal
 
 PER_PAGE = 25
@@ -46,33 +47,23 @@ SET = "labelling/explore_set.html"
 SET_RANKINGS = "labelling/_explore_set_rankings.html"
 
 
-class KeysFirstPaginator(Paginator):
-    """Pages a filtered list by its keys, then reads the page's rows with what the list shows.
-
-    The page's keys come from the filtered list (an index scan, however deep the page); only
-    those rows get `summarise`'s per-row subqueries, and the filters (a search above all) are
-    not evaluated a second time.
-    """
-
-    def __init__(self, object_list, per_page, *, summarise) -> None:
-        super().__init__(object_list, per_page)
-        self.summarise = summarise
-
-    def page(self, number):
-        page = super().page(number)
-        if isinstance(self.object_list, QuerySet):
-            keys = list(page.object_list.values_list("pk", flat=True))
-            model = self.object_list.model
-            rows = self.summarise(model.objects.filter(pk__in=keys)).in_bulk()
-            page.object_list = [rows[pk] for pk in keys if pk in rows]
-        return page
-
-
 def _list_page(
-    request: HttpRequest, project: Project, form, rows, summarise, page_template, results
+    request: HttpRequest,
+    project: Project,
+    form,
+    rows,
+    summarise,
+    page_template,
+    results,
+    newest_first=None,
 ):
     """A list page (or, for htmx, its results): 400 with the form's errors when it is invalid."""
-    paginator = KeysFirstPaginator(rows if rows is not None else [], PER_PAGE, summarise=summarise)
+    paginator = CappedPaginator(
+        rows if rows is not None else [],
+        PER_PAGE,
+        summarise=summarise,
+        newest_first=newest_first,
+    )
     page = paginator.get_page(request.GET.get("page"))
     context = {
         "project": project,
@@ -107,11 +98,19 @@ def explore_conversations(request: HttpRequest, slug: str) -> HttpResponse:
             request.GET, choices=explorer_choices(project, fresh=fresh)
         )
     )
-    rows = None
+    rows = newest_first = None
     if form.is_valid():
         rows = conversations_explored(project=project, filters=form.filters())
+        newest_first = conversations_newest_first(project=project, filters=form.filters())
     return _list_page(
-        request, project, form, rows, with_summaries, CONVERSATIONS, CONVERSATION_RESULTS
+        request,
+        project,
+        form,
+        rows,
+        with_summaries,
+        CONVERSATIONS,
+        CONVERSATION_RESULTS,
+        newest_first,
     )
 
 
@@ -126,10 +125,13 @@ def explore_sets(request: HttpRequest, slug: str) -> HttpResponse:
             rankers=rankers_of(project, fresh=fresh),
         )
     )
-    rows = None
+    rows = newest_first = None
     if form.is_valid():
         rows = ranking_sets_explored(project=project, filters=form.filters())
-    return _list_page(request, project, form, rows, with_candidate_counts, SETS, SET_RESULTS)
+        newest_first = ranking_sets_newest_first(project=project, filters=form.filters())
+    return _list_page(
+        request, project, form, rows, with_candidate_counts, SETS, SET_RESULTS, newest_first
+    )
 
 
 def _conversation_page(

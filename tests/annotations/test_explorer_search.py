@@ -90,3 +90,25 @@ def test_both_explorer_lists_search_through_the_index(project):
 def test_only_indexed_configurations_can_be_searched_with():
     with pytest.raises(ValueError, match="german"):
         search_vector("german")
+
+
+def test_a_capped_read_of_a_search_still_goes_through_the_index(project):
+    """Under a LIMIT (a capped count, a page) the planner would rather walk the conversations
+    and compute their messages' text vectors one by one: the matches' subquery stays whole."""
+    project.languages = ["en"]
+    project.save(update_fields=["languages"])
+    conversation = start(project, "Filler").conversation
+    Message.objects.bulk_create(
+        Message(conversation=conversation, role="user", text=f"A common word, number {i}")
+        for i in range(FILLER)
+    )
+    for i in range(200):
+        start(project, f"Another common question {i}")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE annotations_message")
+        cursor.execute("ANALYZE annotations_conversation")
+    found = conversations_explored(project=project, filters=ExplorerFilters(q="common"))
+    for read in (found.order_by()[:101], found[:25]):
+        plan = plan_of(read)
+        assert "message_text_search_english" in plan, plan
+    assert found.count() == 201

@@ -3,6 +3,7 @@ alone, and a few steps of TRL's SFTTrainer and RewardTrainer run on them with th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -70,7 +71,16 @@ def changed(before: dict, model) -> bool:
 
 
 def common_args() -> dict:
+    from transformers import TrainingArguments
+
+    # TRL turns checkpointing on under its old name, which recent transformers warns about
+    # unless the new one is given: given here, as the training stages give it.
+    names = {spec.name for spec in dataclasses.fields(TrainingArguments)}
+    checkpointing = (
+        {"activation_checkpointing": True} if "activation_checkpointing" in names else {}
+    )
     return {
+        **checkpointing,
         "max_steps": 2,
         "per_device_train_batch_size": 4,
         "gradient_accumulation_steps": 1,

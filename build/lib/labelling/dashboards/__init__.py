@@ -1,0 +1,1 @@
+"""Lead dashboards: rollups kept by a beat task, the selectors that read them, charts."""

@@ -70,7 +70,7 @@ class DecodeEngine:
         if hasattr(config, "get_text_config"):
             config = config.get_text_config()
         self.attention = getattr(config, "_attn_implementation", None) or "eager"
-        self._check_supported(config)
+        self._check_supported(config, model)
         # The engine's forwards run its own attention (trainer_bridge.attention); `config` is
         # where the model's layers read which attention to call.
         register()
@@ -135,9 +135,13 @@ class DecodeEngine:
 
     # --- set-up -------------------------------------------------------------------------------
 
-    def _check_supported(self, config) -> None:
+    def _check_supported(self, config, model) -> None:
         if getattr(config, "is_encoder_decoder", False):
             raise UnsupportedModel("Encoder-decoder models are not supported by the engine.")
+        if any(hasattr(module, "sinks") for module in model.modules()):
+            raise UnsupportedModel(
+                "The model's attention has sinks, which the generation engine does not run."
+            )
         if self.attention not in ATTENTION_IMPLEMENTATIONS:
             raise UnsupportedModel(
                 f"The model uses {self.attention!r} attention; the generation engine runs "

@@ -40,6 +40,18 @@ def test_an_attention_the_engine_cannot_cache_is_refused_with_the_reason(loaded)
         model.config._attn_implementation = "sdpa"
 
 
+def test_a_model_with_attention_sinks_is_refused_when_it_loads(loaded):
+    _, model = loaded
+    attention = model.model.layers[0].self_attn
+    attention.sinks = torch.nn.Parameter(torch.zeros(model.config.num_attention_heads))
+    try:
+        with pytest.raises(UnsupportedModel, match="attention has sinks"):
+            DecodeEngine(model, device="cpu", eos_ids=[1], pad_id=0)
+    finally:
+        del attention.sinks
+    DecodeEngine(model, device="cpu", eos_ids=[1], pad_id=0)  # without them, it loads
+
+
 def test_eager_attention_decodes_as_sdpa_does(loaded):
     tokenizer, model = loaded
     generator = LoadedGenerator(tokenizer, model, device="cpu")

@@ -19,6 +19,9 @@ COUNT_CAP = 1_000
 # FIRST_LOOK of them are looked for first, so that a rare word costs a few rows' text vectors.
 DENSE = 2
 FIRST_LOOK = 8
+# Rows no list reaches: a typed page number past them is past the end (PostgreSQL's OFFSET is a
+# bigint).
+MAX_OFFSET = 2**62
 
 
 class ExplorerPage(Page):
@@ -122,6 +125,9 @@ class CappedPaginator(Paginator):
             raise PageNotAnInteger(self.error_messages["invalid_page"]) from None
         if number < 1:
             raise EmptyPage(self.error_messages["min_page"])
+        if (number - 1) * self.per_page >= MAX_OFFSET:
+            # Past any list the database could hold (and past what its OFFSET takes).
+            raise EmptyPage(self.error_messages["no_results"])
         return number
 
     def get_page(self, number) -> ExplorerPage:

@@ -153,3 +153,23 @@ def test_the_sets_list_is_capped_the_same_way(client, project, lead, small_cap):
     assert heading(searched) == "5+ ranking sets"
     assert searched.context["page"].paginator.leading == newest_first[: CAP + 1]
     assert_every_match_once_in_order(read_every_page(client, url, "q=turn"), newest_first)
+
+
+@pytest.mark.parametrize("number", ["9" * 30, "-3", "0", "2.5", "abc", ""])
+def test_any_typed_page_number_gives_a_page_never_an_error(
+    client, project, lead, small_cap, matches, number
+):
+    client.force_login(lead)
+    url = reverse("explore-conversations", args=[project.slug])
+    response = client.get(url, {"q": "number", "page": number})
+    assert response.status_code == 200
+    rows = [row.pk for row in response.context["page"].object_list]
+    assert rows and set(rows) <= set(matches)
+
+
+@pytest.mark.parametrize("query", ["(", "!", "'", "a & b | !c", "number:*", "\x00", "é" * 300])
+def test_any_typed_search_gives_a_page_or_a_form_error(client, project, lead, small_cap, query):
+    client.force_login(lead)
+    for name in ("explore-conversations", "explore-sets"):
+        response = client.get(reverse(name, args=[project.slug]), {"q": query, "page": "2"})
+        assert response.status_code in (200, 400), (name, query, response.status_code)

@@ -1,6 +1,0 @@
-from django.apps import AppConfig
-
-
-class AnnotationsConfig(AppConfig):
-    name = "annotations"
-    verbose_name = "Annotations"

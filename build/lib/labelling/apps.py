@@ -1,6 +1,0 @@
-from django.apps import AppConfig
-
-
-class LabellingConfig(AppConfig):
-    name = "labelling"
-    verbose_name = "Labelling"

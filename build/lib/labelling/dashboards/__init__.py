@@ -1,1 +1,0 @@
-"""Lead dashboards: rollups kept by a beat task, the selectors that read them, charts."""

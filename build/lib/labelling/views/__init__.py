@@ -1,1 +1,0 @@
-"""Pages of the labelling app, one module per area; labelling/urls.py lists their URLs."""

@@ -94,11 +94,6 @@ class DecodeEngine:
         self.static = (
             self.settings.static_steps if self.settings.static_steps is not None else self.is_cuda
         )
-        self.width = (
-            self.vocab
-            if self.vocab <= self.settings.full_sort_vocab
-            else min(self.vocab, self.settings.candidates)
-        )
         accepted = inspect.signature(model.forward).parameters
         self._cache_keyword = "cache" if "cache" in accepted else "past_key_values"
         self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
@@ -107,7 +102,11 @@ class DecodeEngine:
         self.chooser = TokenChooser(
             eos=torch.tensor(sorted(set(eos_ids)), device=self.device),
             vocab=self.vocab,
-            width=self.width,
+            width=(
+                self.vocab
+                if self.vocab <= self.settings.full_sort_vocab
+                else min(self.vocab, self.settings.candidates)
+            ),
             candidates=self.settings.candidates,
         )
         self.eos_set = frozenset(eos_ids)
@@ -124,6 +123,11 @@ class DecodeEngine:
         self.graphs = StepGraphs(self.device, enabled=self.is_cuda and self.settings.cuda_graphs)
         self.steps = 0
         self.prefills = 0
+
+    @property
+    def width(self) -> int:
+        """Tokens the graph-safe sampler sorts (the chooser's)."""
+        return self.chooser.width
 
     @property
     def use_graphs(self) -> bool:

@@ -399,8 +399,7 @@ class Suite:
 
     # the mixed workload
 
-    def draft_alone(self, index: int) -> float:
-        work = self.rows(1, self.args.draft_tokens, draft=True, tag=f"idle{index}")
+    def draft_alone(self, work: list) -> float:
         length = self.length(max(self.args.bulk_tokens, self.args.draft_tokens))
         started = time.perf_counter()
         with self.generator.session(length=length) as session:
@@ -411,14 +410,16 @@ class Suite:
 
     def mixed(self) -> None:
         args = self.args
-        self.draft_alone(-1)
-        idle = [self.draft_alone(i) for i in range(args.drafts)]
+        # The same drafts alone and under load: their prompts, and so their lengths, differ.
+        drafts = self.rows(args.drafts, args.draft_tokens, draft=True, tag="draft")
+        self.draft_alone(drafts[:1])
+        idle = [self.draft_alone([draft]) for draft in drafts]
         idle_p50, idle_p95 = percentile(idle, 0.5), percentile(idle, 0.95)
         self.report.line(
             f"drafts alone ({args.drafts} x {args.draft_tokens} tokens): "
             f"p50 {idle_p50 * 1000:.1f} ms, p95 {idle_p95 * 1000:.1f} ms"
         )
-        loaded, bulk_tokens, seconds, draft_steps, detail = self.drafts_under_load()
+        loaded, bulk_tokens, seconds, draft_steps, detail = self.drafts_under_load(drafts)
         p50, p95 = percentile(loaded, 0.5), percentile(loaded, 0.95)
         ratio = p95 / idle_p95 if idle_p95 else 0.0
         self.report.line(
@@ -434,13 +435,15 @@ class Suite:
             f"{verdict}"
         )
 
-    def drafts_under_load(self) -> tuple[list[float], int, float, str, str]:
+    def drafts_under_load(self, drafts: list) -> tuple[list[float], int, float, str, str]:
+        """Latencies of `drafts` arriving every `--draft-interval` while candidates keep the
+        session full; a draft's latency counts from when it was due, so the step in progress
+        when it came is part of it."""
         from trainer_bridge.backends import Row
 
         args = self.args
         rng = random.Random(SEED)
         length = self.length(max(args.bulk_tokens, args.draft_tokens))
-        drafts = self.rows(args.drafts, args.draft_tokens, draft=True, tag="draft")
         arrivals: dict[object, float] = {}
         joins: dict[object, float] = {}
         latencies: list[float] = []
@@ -471,7 +474,7 @@ class Suite:
                 now = time.perf_counter()
                 if sent < len(drafts) and now >= next_draft:
                     tag, row = drafts[sent]
-                    arrivals[tag] = now
+                    arrivals[tag] = next_draft
                     session.add([(tag, row)])
                     sent += 1
                     next_draft += args.draft_interval
@@ -500,7 +503,7 @@ class Suite:
             steps = session.draft_steps_per_bulk_step
             timing = session.step_seconds
             detail = (
-                f"waiting to join (arrival to the end of the step it joined in) p50 "
+                f"waiting to join (from when it was due to the end of the step it joined in) p50 "
                 f"{percentile(waits, 0.5) * 1000:.1f} ms, p95 {percentile(waits, 0.95) * 1000:.1f} "
                 f"ms; a draft-only step {timing['draft'] * 1000:.2f} ms, a step of the whole "
                 f"batch with its joining {timing['full'] * 1000:.2f} ms (moving averages); "

@@ -31,9 +31,12 @@ DRAFT_RESERVE_SHARE = 64
 # Most draft-only steps between two steps of the whole batch.
 MAX_DRAFT_STREAK = 64
 # While a trainer waits for a draft, candidates joining before one step of the whole batch
-# bring at most this share of the prefill token budget (or as many prompt tokens as rows
-# running, if more), so no single prefill holds the drafts up for long.
+# bring as many prompt tokens as the measured prefill rate encodes in one such step (or as
+# many as rows running, if more), so a draft never waits behind a prefill longer than a step;
+# until the session has measured both, this share of the prefill token budget.
 DRAFT_PREFILL_SHARE = 8
+# Weight of what came before in the moving averages of step times and the prefill rate.
+HISTORY = 0.8
 
 
 @dataclass
@@ -130,7 +133,10 @@ class DecodeSession:
         self._outcome = StepOutcome()
         self._dirty = False
         self._streak = 0
-        self._seconds = {"draft": 0.0, "full": 0.0}
+        # Moving averages: a draft-only step, a step of the whole batch with its rows'
+        # joining ("full"), and the same step's decoding alone ("decode").
+        self._seconds = {"draft": 0.0, "full": 0.0, "decode": 0.0}
+        self._prefilled = [0.0, 0.0]  # decaying sums of prompt tokens prefilled and seconds
         self._open = False
 
     # --- lifetime --------------------------------------------------------------------------------
@@ -159,9 +165,23 @@ class DecodeSession:
 
     @property
     def step_seconds(self) -> dict[str, float]:
-        """Moving averages of a draft-only step and of a step of the whole batch (its rows'
-        joining included), in seconds; 0 until measured."""
+        """Moving averages in seconds (0 until measured) of a draft-only step ("draft"), of a
+        step of the whole batch with its rows' joining ("full"), and of that step's decoding
+        alone ("decode")."""
         return dict(self._seconds)
+
+    @property
+    def prefill_rate(self) -> float:
+        """Prompt tokens a second the session's prefills have encoded (recent ones weigh
+        most); 0 until measured."""
+        tokens, seconds = self._prefilled
+        return tokens / seconds if seconds else 0.0
+
+    def _measured(self, name: str, seconds: float) -> None:
+        previous = self._seconds[name]
+        self._seconds[name] = (
+            seconds if not previous else HISTORY * previous + (1 - HISTORY) * seconds
+        )
 
     def busy(self) -> bool:
         return bool(self.pending) or self.active > 0
@@ -216,13 +236,16 @@ class DecodeSession:
             # Candidates join only before steps of the whole batch: their prefill would
             # otherwise hold up the drafts' own steps.
             self._admit(candidates=kind == "full")
+            joined = time.perf_counter()
             if self.active:
-                if self._decode(kind):
-                    elapsed = time.perf_counter() - started
-                    previous = self._seconds[kind]
-                    self._seconds[kind] = (
-                        elapsed if not previous else 0.8 * previous + 0.2 * elapsed
-                    )
+                kind = self._decode(kind)
+                done = time.perf_counter()
+                if kind == "full":
+                    self._measured("full", done - started)
+                    self._measured("decode", done - joined)
+                elif kind == "draft":
+                    # Without the drafts' joining, which a draft-only step seldom has.
+                    self._measured("draft", done - joined)
             elif self.pending:
                 # Nothing runs and nothing could join: waiting would wait forever.
                 for entry in list(self.pending):
@@ -274,10 +297,17 @@ class DecodeSession:
             self._arrange([])
 
     def _prefill_slice(self, waiting: list[_Entry]) -> list[_Entry]:
-        """The first of `waiting` whose prompts make one slice of prefill (at least one row)."""
-        budget = max(
-            self.engine.settings.prefill_tokens // DRAFT_PREFILL_SHARE, self.engine.running
-        )
+        """The first of `waiting` whose prompts make one slice of prefill (at least one row):
+        about as long to encode as a step of the whole batch takes to decode."""
+        settings = self.engine.settings
+        rate, decode = self.prefill_rate, self._seconds["decode"]
+        if settings.draft_prefill_tokens:
+            tokens = settings.draft_prefill_tokens
+        elif rate and decode:
+            tokens = min(int(rate * decode), settings.prefill_tokens)
+        else:
+            tokens = settings.prefill_tokens // DRAFT_PREFILL_SHARE
+        budget = max(tokens, self.engine.running)
         taken = 0
         for count, entry in enumerate(waiting):
             taken += len(entry.row.prompt_ids)
@@ -316,8 +346,14 @@ class DecodeSession:
             self._inject_faults(group)
             return self.engine.prefill(group)
 
+        started = time.perf_counter()
         ended, failure, out_of_memory = self._attempt(prefill)
         if failure is None:
+            tokens, seconds = self._prefilled
+            self._prefilled = [
+                HISTORY * tokens + sum(len(e.row.prompt_ids) for e in group),
+                HISTORY * seconds + time.perf_counter() - started,
+            ]
             self.joined += len(group)
             self._outcome.joined += len(group)
             self._finish(ended)
@@ -411,23 +447,30 @@ class DecodeSession:
 
     def _next_kind(self) -> str:
         """ "draft" for a step of the drafts alone, "full" for one of the whole batch: while
-        both kinds run, `draft_steps_per_bulk_step` of the first for each of the second."""
+        both kinds run, `draft_steps_per_bulk_step` of the first for each of the second, and a
+        draft joining a running batch starts with a step of its own."""
         engine = self.engine
-        both = engine.running_drafts and engine.running > engine.running_drafts
+        candidates = engine.running > engine.running_drafts
+        if candidates and self.active < self.row_cap and any(e.row.draft for e in self.pending):
+            # A draft that can join does so alone and takes its first step at once, not with
+            # the candidates' joining and a step of the whole batch; the batch keeps its turn.
+            return "draft"
+        both = engine.running_drafts and candidates
         if both and self._streak < self.draft_steps_per_bulk_step:
             self._streak += 1
             return "draft"
         self._streak = 0
         return "full"
 
-    def _decode(self, kind: str) -> bool:
-        """One step (of the drafts alone, or of every row); False if it failed."""
+    def _decode(self, kind: str) -> str | None:
+        """One step (of the drafts alone, or of every row): the kind it was, None if it
+        failed."""
         import torch
 
         engine = self.engine
         rows = engine.running_drafts if kind == "draft" else engine.running
         if not rows:  # the drafts finished as they joined
-            rows = engine.running
+            kind, rows = "full", engine.running
         ended, failure, out_of_memory = self._attempt(lambda: engine.step(rows))
         if failure is not None:
             if out_of_memory and engine.is_cuda:
@@ -435,10 +478,10 @@ class DecodeSession:
             if self.strict:
                 raise failure
             self._step_failed(failure, out_of_memory, rows)
-            return False
+            return None
         self.steps += 1
         self._finish(ended)
-        return True
+        return kind
 
     @property
     def draft_steps_per_bulk_step(self) -> int:

@@ -78,6 +78,9 @@ class EngineSettings:
     full_sort_vocab: int = FULL_SORT_VOCAB
     # Draft-only steps per step of the whole batch while both run; 0: from measured step times.
     draft_steps_per_bulk_step: int = 0
+    # Prompt tokens of candidates joining before one step of the whole batch while a draft
+    # runs; 0: what the measured prefill rate encodes in one such step.
+    draft_prefill_tokens: int = 0
     # How a decoding step attends: "sdpa" (PyTorch's fused kernel) or "matmul" (batched
     # products); see trainer_bridge.attention.
     step_attention: str = "sdpa"

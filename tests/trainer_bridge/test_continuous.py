@@ -182,9 +182,9 @@ def test_candidates_join_only_before_steps_of_the_whole_batch(tiny_model_paths, 
 
 
 def test_candidates_join_a_slice_at_a_time_while_a_draft_runs(tiny_model_paths, prompts):
-    # A prefill budget of 64 tokens: a slice is 64 // 8 = 8 prompt tokens, or as many as rows
-    # running, and always at least one candidate; with no draft all of them join at once.
-    generator = _generator(tiny_model_paths, prefill_tokens=64, draft_steps_per_bulk_step=1)
+    # A slice of 8 prompt tokens, or as many as rows running, and always at least one
+    # candidate; with no draft all of them join at once.
+    generator = _generator(tiny_model_paths, draft_prefill_tokens=8, draft_steps_per_bulk_step=1)
     candidates = [(f"candidate{i}", Row(prompts[i], LONG_GREEDY)) for i in range(4)]
     with generator.session(length=60) as session:
         session.add(candidates)
@@ -202,6 +202,53 @@ def test_candidates_join_a_slice_at_a_time_while_a_draft_runs(tiny_model_paths, 
     # (every other step); none is lost.
     assert joined == [2, 0, 1, 0, 1, 0, 1, 0]
     assert sorted(samples) == [f"candidate{i}" for i in range(4)] + ["draft"]
+
+
+def test_a_draft_joining_a_running_batch_takes_its_first_step_alone(
+    tiny_model_paths, prompts, mocker
+):
+    generator = _generator(tiny_model_paths, draft_steps_per_bulk_step=3)
+    forward = mocker.spy(generator.model, "forward")
+    with generator.session(length=60) as session:
+        session.add([(f"candidate{i}", Row(prompts[i], LONG_GREEDY)) for i in range(3)])
+        session.step()  # the candidates join and step
+        session.add([("late", Row(prompts[3], LONG_GREEDY))])
+        session.add([("draft", Row(prompts[4], LONG_GREEDY, draft=True))])
+        forward.reset_mock()
+        session.step()
+        first = [tuple(c.kwargs["input_ids"].shape) for c in forward.call_args_list]
+        assert session.engine.running == 4 and len(session.pending) == 1
+        streak = [session.step() for _ in range(3)]
+        assert len(session.pending) == 1  # the late candidate is still waiting
+        session.step()
+        calls = [tuple(c.kwargs["input_ids"].shape) for c in forward.call_args_list]
+    # The draft's prefill and a step of the draft alone: no candidate joined, no step of the
+    # whole batch held it up; then its streak, and only then the candidate and the batch.
+    assert first == [(1, len(prompts[4])), (1, 1)]
+    assert calls[2:] == [(1, 1), (1, 1), (1, 1), (1, len(prompts[3])), (5, 1)]
+    assert all(not outcome.failed for outcome in streak)
+
+
+def test_candidates_joining_while_a_draft_runs_take_a_step_s_worth_of_prefill(
+    tiny_model_paths, prompts
+):
+    generator = _generator(tiny_model_paths, draft_steps_per_bulk_step=1)
+    late = [(f"late{i}", Row(prompts[1], LONG_GREEDY)) for i in range(6)]
+    with generator.session(length=60) as session:
+        session.add([("candidate", Row(prompts[0], LONG_GREEDY))])
+        session.add([("draft", Row(prompts[4], LONG_GREEDY, draft=True))])
+        session.step()
+        assert session.prefill_rate > 0 and session.step_seconds["decode"] > 0
+        # As measured: 1,000 prompt tokens a second, 25 ms to decode a step of the batch, so a
+        # slice of 25 tokens: one of the late candidates' prompts of 13 or more tokens, where an
+        # eighth of the prefill budget (2,048 tokens) would take all six.
+        session._prefilled = [1000.0, 1.0]
+        session._seconds["decode"] = 0.025
+        session.add(late)
+        joined = [session.step().joined for _ in range(2)]
+    per_prompt = len(prompts[1])
+    assert 13 <= per_prompt <= 25
+    assert joined == [0, 1]
 
 
 def test_the_draft_share_follows_measured_step_times(tiny_model_paths, prompts):

@@ -2,7 +2,8 @@
 
 Rows live in the slots of a `SlotCache`, each from column 0 at its own position. The engine
 prefills prompts into free slots and decodes one token for the first `rows` slots at a time;
-which rows join, wait or leave is the session's business (trainer_bridge.continuous).
+which rows join, wait or leave is the session's business (trainer_bridge.continuous), and what
+the model is and how its forwards are called is `EngineModel`'s (trainer_bridge.engine_model).
 
 On CUDA each step is replayed from a CUDA graph: one per (session length, batch size bucket,
 attended length bucket), all captured once per worker the first time a session of that length
@@ -16,36 +17,21 @@ torch is imported inside the functions; nothing here touches Django.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from trainer_bridge.attention import engine_attention, register
 from trainer_bridge.choosing import GRAPH_FLAGS, SamplerFlags, TokenChooser
-from trainer_bridge.decoding import (
-    EngineSettings,
-    GenerationOutOfMemory,
-    UnsupportedModel,
-    WarmUp,
-)
+from trainer_bridge.decoding import EngineSettings, GenerationOutOfMemory, WarmUp
+from trainer_bridge.engine_model import EngineModel
 from trainer_bridge.graphs import StepGraphs
-from trainer_bridge.kv_cache import (
-    KvShape,
-    SlotCache,
-    batch_buckets,
-    bucket_for,
-    length_bucket,
-    plan_cache,
-)
+from trainer_bridge.kv_cache import SlotCache, batch_buckets, bucket_for, length_bucket, plan_cache
 from trainer_bridge.slots import SlotEntry, SlotState
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 class DecodeEngine:
@@ -62,26 +48,12 @@ class DecodeEngine:
     ) -> None:
         import torch
 
-        self.model = model
         self.device = str(device)
         self.settings = settings or EngineSettings()
         self.is_cuda = self.device.startswith("cuda")
-        config = model.config
-        if hasattr(config, "get_text_config"):
-            config = config.get_text_config()
-        self.attention = getattr(config, "_attn_implementation", None) or "eager"
-        self._check_supported(config, model)
-        # The engine's forwards run its own attention (trainer_bridge.attention); `config` is
-        # where the model's layers read which attention to call.
-        register()
-        self._config = config
-        self.dtype = next(model.parameters()).dtype
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
-        self.shape = KvShape.from_config(config, dtype_bytes=itemsize)
-        output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        self.vocab = int(output.weight.shape[0]) if output is not None else self.shape.vocab
-        self._head = output
-        self.max_length = self._sliding_window(config)
+        self.lm = EngineModel(model, step_attention=self.settings.step_attention)
+        self.shape, self.vocab, self.dtype = self.lm.shape, self.lm.vocab, self.lm.dtype
+        self.max_length = self.lm.max_length
         free = torch.cuda.mem_get_info(torch.device(self.device))[0] if self.is_cuda else None
         self.plan = plan_cache(
             self.shape,
@@ -94,11 +66,6 @@ class DecodeEngine:
         self.static = (
             self.settings.static_steps if self.settings.static_steps is not None else self.is_cuda
         )
-        accepted = inspect.signature(model.forward).parameters
-        self._cache_keyword = "cache" if "cache" in accepted else "past_key_values"
-        self._last_logits_only = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-        if not self._last_logits_only:
-            self._head = None  # the prefill could not keep only the columns it needs
         self.chooser = TokenChooser(
             eos=torch.tensor(sorted(set(eos_ids)), device=self.device),
             vocab=self.vocab,
@@ -138,30 +105,6 @@ class DecodeEngine:
         return self.graphs.warmups
 
     # --- set-up -------------------------------------------------------------------------------
-
-    def _check_supported(self, config, model) -> None:
-        if getattr(config, "is_encoder_decoder", False):
-            raise UnsupportedModel("Encoder-decoder models are not supported by the engine.")
-        if any(hasattr(module, "sinks") for module in model.modules()):
-            raise UnsupportedModel(
-                "The model's attention has sinks, which the generation engine does not run."
-            )
-        if self.attention not in ATTENTION_IMPLEMENTATIONS:
-            raise UnsupportedModel(
-                f"The model uses {self.attention!r} attention; the generation engine runs "
-                f"{' or '.join(ATTENTION_IMPLEMENTATIONS)} (load it with one of them)."
-            )
-
-    @staticmethod
-    def _sliding_window(config) -> int | None:
-        """The longest row the engine can decode exactly: a sliding window, if one applies."""
-        window = getattr(config, "sliding_window", None)
-        if not window or getattr(config, "use_sliding_window", True) is False:
-            return None
-        layer_types = getattr(config, "layer_types", None)
-        if layer_types and "sliding_attention" not in layer_types:
-            return None
-        return int(window)
 
     def slots_for(self, length: int) -> int:
         return self.plan.slots(length)
@@ -249,19 +192,8 @@ class DecodeEngine:
 
     # --- the forward passes ----------------------------------------------------------------------
 
-    def _forward(self, input_ids, positions, mask, step_attention=None, **extra) -> torch.Tensor:
-        """The model's logits [rows, columns kept, vocabulary]; `mask` (True: attend) None for
-        a causal prefill of right-padded prompts."""
-        with engine_attention(self._config, step_attention or self.settings.step_attention):
-            output = self.model(
-                input_ids=input_ids,
-                position_ids=positions,
-                attention_mask=mask,
-                use_cache=True,
-                **{self._cache_keyword: self.cache},
-                **extra,
-            )
-        return output.logits
+    def _forward(self, input_ids, positions, mask, step_attention=None) -> torch.Tensor:
+        return self.lm.forward(self.cache, input_ids, positions, mask, step_attention)
 
     def _decode_body(self, rows: int, length: int, *, static: bool, flags: SamplerFlags):
         """One decoding step of slots [0, rows) over `length` columns, all on the device.
@@ -357,7 +289,7 @@ class DecodeEngine:
         The prompts are encoded from column 0 of their slots, right-padded, in one causal
         forward with no mask: the padding comes after each prompt, so no prompt token attends to
         it, and the steps never read its keys. The model's output layer gets only each row's
-        last prompt token (`_last_columns`), whose logits give the row's first token. A model
+        last prompt token (`EngineModel.prefill`), whose logits give the row's first token. A model
         whose output layer cannot be reached that way leaves each prompt's last token out of
         the prefill instead: it is the row's first step.
         """
@@ -381,16 +313,13 @@ class DecodeEngine:
             slots, host_slots, [e.row for e in entries], seen=seen, length=self.length,
             device=device,
         )  # fmt: skip
-        draws = self._head is not None
+        draws = self.lm.head is not None
         width = max(lengths) if draws else max(lengths) - 1
         logits = None
         if width:
             columns = st.columns[:width].expand(count, -1)
             self.cache.prefill(slots)
-            if draws:
-                logits = self._last_columns(seen[:, :width], columns, lengths)
-            else:
-                self._forward(seen[:, :width], columns, None, **self._last_logits_only)
+            logits = self.lm.prefill(self.cache, seen[:, :width], columns, lengths)
         st.active[slots] = True
         st.host_active[host_slots] = True
         for entry in entries:
@@ -416,35 +345,6 @@ class DecodeEngine:
         ended = self.chooser.is_eos(tokens) | (st.max_new[slots] <= 1)
         st.finished[slots] = ended
         return host_slots[ended.cpu()].tolist()
-
-    def _last_columns(self, input_ids, positions, lengths: list[int]) -> torch.Tensor:
-        """A causal prefill's logits at the last prompt token of each row (`lengths`, the
-        prompts' lengths): [rows, vocabulary].
-
-        The model keeps the columns from the leftmost of them on (`logits_to_keep`), and a hook
-        on its output layer passes that layer only each row's own column, so the logits are
-        computed for one column a row, and whatever the model does after its output layer
-        (capping, scaling) still applies.
-        """
-        import torch
-
-        width = input_ids.shape[1]
-        kept = width - min(lengths) + 1
-        index = torch.tensor([n - 1 - (width - kept) for n in lengths], device=input_ids.device)
-        rows = torch.arange(input_ids.shape[0], device=input_ids.device)
-        picked = []
-
-        def pick(module, args):
-            picked.append(True)
-            return (args[0][rows, index].unsqueeze(1), *args[1:])
-
-        handle = self._head.register_forward_pre_hook(pick)
-        try:
-            logits = self._forward(input_ids, positions, None, logits_to_keep=kept)
-        finally:
-            handle.remove()
-        # A model that computes its logits without calling its output layer kept them all.
-        return logits[:, 0] if picked else logits[rows, index]
 
     def harvest(self, slots: list[int]) -> list[list[int]]:
         """The new tokens of the finished rows in `slots`, without their end-of-turn token; the

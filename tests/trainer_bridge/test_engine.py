@@ -90,7 +90,7 @@ def test_the_prefill_computes_logits_only_at_each_rows_last_prompt_token(loaded,
     assert all(sample.text for sample in drawn[:2]) and drawn[2].completion_tokens <= 1
 
     forward.reset_mock()
-    generator.engine._head = None
+    generator.engine.lm.head = None
     stepped = generator.generate(rows)
     prefill = forward.call_args_list[0].kwargs
     assert prefill["input_ids"].shape == (3, widest - 1) and prefill["logits_to_keep"] == 1

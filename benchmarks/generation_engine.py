@@ -46,6 +46,7 @@ from benchmarks.generation import SEED, TEMPERATURE, TOP_P, benchmark_prompts, b
 
 SECTIONS = ("engine", "prefill", "floor", "mixed", "hf-eager", "hf-compiled")
 PROFILE_ROWS = 12
+PROFILED_STEPS = 3
 TARGETS = {(2048, 64): 80_000, (256, 32): 38_000}
 MEMORY_RATIO_TARGET = 1.5
 DRAFT_RATIO_TARGET = 2.0
@@ -314,7 +315,7 @@ class Suite:
                 f"({seconds / bare:.2f}x)"
             )
         rows, tokens = self.workloads[0]
-        self.profile_prefill(rows, tokens)
+        self.profiled(f"prefill {rows} rows", lambda: self.time_prefill(rows, tokens))
 
     def time_prefill(self, rows: int, tokens: int) -> tuple[float, int, int, int]:
         """(seconds, forwards, prompt tokens, rows) for `rows` rows, or as many as the
@@ -362,16 +363,17 @@ class Suite:
             seconds = self.clock.now() - started
         return seconds, sum(b.numel() for b in batches)
 
-    def profile_prefill(self, rows: int, tokens: int) -> None:
-        """The operations one prefill of `rows` rows spent longest on, by torch's profiler."""
+    def profiled(self, label: str, run: Callable[[], object]) -> None:
+        """The operations `run` spent longest on, by torch's profiler (on the device's clock
+        on CUDA)."""
         from torch.profiler import ProfilerActivity, profile
 
         cuda = self.device.startswith("cuda")
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with profile(activities=activities) as profiler:
-            rows = self.time_prefill(rows, tokens)[3]
+            run()
         key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
-        self.report.line(f"prefill {rows} rows, profiled (top {PROFILE_ROWS} by {key}):")
+        self.report.line(f"{label}, profiled (top {PROFILE_ROWS} by {key}):")
         table = profiler.key_averages().table(sort_by=key, row_limit=PROFILE_ROWS)
         for text in table.splitlines():
             self.report.line(f"  {text}")
@@ -396,6 +398,21 @@ class Suite:
                     f"{seconds / steps * 1000:.2f} ms a step, {rows * steps / seconds:,.0f} "
                     "tokens/s"
                 )
+        # Where a step's time goes: its kernels, launched one by one (a graph hides them).
+        rows, tokens = self.workloads[0]
+        length = length_bucket(self.length(tokens))
+        if engine.use_graphs:
+            seconds = engine.forward_floor(rows=rows, length=length, steps=tokens, graph=False)
+            self.report.line(
+                f"floor {rows} x {tokens} without a CUDA graph: {seconds / tokens * 1000:.2f} ms "
+                "a step"
+            )
+        self.profiled(
+            f"floor {rows} rows, {PROFILED_STEPS} forwards without a graph",
+            lambda: engine.forward_floor(
+                rows=rows, length=length, steps=PROFILED_STEPS, graph=False
+            ),
+        )
 
     # the mixed workload
 

@@ -437,19 +437,28 @@ class DecodeEngine:
         )
 
     def forward_floor(
-        self, *, rows: int, length: int, steps: int, step_attention: str | None = None
+        self,
+        *,
+        rows: int,
+        length: int,
+        steps: int,
+        step_attention: str | None = None,
+        graph: bool = True,
     ) -> float:
         """Seconds for `steps` bare forwards of `rows` rows over `length` columns: the model
-        alone, no sampling and no bookkeeping (one CUDA graph on CUDA), its attention as
-        `step_attention` says (default: the engine's). For benchmarks; the engine must be idle."""
+        alone, no sampling and no bookkeeping (one CUDA graph on CUDA unless not `graph`), its
+        attention as `step_attention` says (default: the engine's). For benchmarks; the engine
+        must be idle."""
         import torch
 
         with torch.inference_mode():
             return self._forward_floor(
-                rows=rows, length=length, steps=steps, step_attention=step_attention
+                rows=rows, length=length, steps=steps, step_attention=step_attention, graph=graph
             )
 
-    def _forward_floor(self, *, rows: int, length: int, steps: int, step_attention) -> float:
+    def _forward_floor(
+        self, *, rows: int, length: int, steps: int, step_attention, graph: bool
+    ) -> float:
         import torch
 
         self.begin(slots=max(rows, self.slots_for(length)), length=length)
@@ -464,7 +473,7 @@ class DecodeEngine:
                 self.cache.decode(rows=rows, length=length, row_ids=ids, positions=positions)
                 return self._forward(tokens, positions.unsqueeze(-1), mask, step_attention)
 
-            run = self.graphs.capture(forward).replay if self.is_cuda else forward
+            run = self.graphs.capture(forward).replay if self.is_cuda and graph else forward
             started = time.perf_counter()
             for _ in range(steps):
                 run()

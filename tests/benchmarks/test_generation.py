@@ -32,4 +32,7 @@ def test_the_standalone_suite_runs_every_section_without_django(
     # The prefill against bare forwards of the same prompts, and where its time went.
     assert re.search(r"prefill 16 rows: [\d,]+ prompt tokens in 1 forwards, .* \([\d.]+x\)", out)
     assert "prefill 16 rows, profiled" in out and "aten::" in out
+    # A step's kernels, launched one by one.
+    floor = out[out.index("floor 16 rows, 3 forwards without a graph, profiled") :]
+    assert "aten::mm" in floor[: floor.index("== mixed")]
     assert "hf-compiled 4 x 4:" in out and "first call (compilation included)" in out

@@ -8,8 +8,10 @@ joining a batch late.
 
 Drafts (a trainer is waiting) come before candidates: they join first, sit in the first slots,
 and while both kinds run, several steps decode the drafts alone for each step of the whole
-batch, so a draft's tokens come nearly as fast as on an idle worker. Meanwhile candidates join
-a slice at a time, so a draft never waits behind one long prefill of many candidates.
+batch, so a draft's tokens come nearly as fast as on an idle worker. A draft arriving at a
+running batch joins alone and takes its first step at once. Meanwhile candidates join a slice
+at a time (about a step's worth of prefill), so a draft never waits behind one long prefill of
+many candidates.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from trainer_bridge.decoding import EngineSettings, GenerationOutOfMemory, WarmU
 from trainer_bridge.engine_model import EngineModel
 from trainer_bridge.graphs import StepGraphs
 from trainer_bridge.kv_cache import SlotCache, batch_buckets, bucket_for, length_bucket, plan_cache
-from trainer_bridge.slots import SlotEntry, SlotState
+from trainer_bridge.slots import SlotEntry, SlotState, seen_tokens
 
 if TYPE_CHECKING:
     import torch
@@ -302,11 +302,8 @@ class DecodeEngine:
         if min(lengths) < 1:
             raise ValueError("A row has an empty prompt.")
         count = len(entries)
-        # Tokens seen: the prompt from column 0, then its last token again (already counted by
-        # the repetition penalty) up to the session's length; its start is the forward's input.
-        seen = torch.tensor(
-            [[*p, *(p[-1:] * (self.length - len(p)))] for p in prompts], device=device
-        )
+        # The tokens each row has seen; their start is the forward's input.
+        seen = seen_tokens(prompts, self.length).to(device)
         slots = torch.tensor([e.slot for e in entries], device=device)
         host_slots = torch.tensor([e.slot for e in entries])
         st.admit(

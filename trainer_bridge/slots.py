@@ -9,6 +9,7 @@ device to learn them. Everything here is indexed by slot, so rows move between s
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from trainer_bridge.sampling import row_seed
@@ -17,6 +18,22 @@ if TYPE_CHECKING:
     import torch
 
     from trainer_bridge.decoding import Row
+
+
+def seen_tokens(prompts: list[list[int]], length: int) -> torch.Tensor:
+    """The tokens each joining row has seen, [rows, length] on the CPU: its prompt from column
+    0, then the prompt's last token again up to `length` (already counted by the repetition
+    penalty). Built from one flat tensor of the prompts' tokens, whatever their number."""
+    import torch
+
+    lengths = torch.tensor([len(p) for p in prompts])
+    flat = torch.tensor(list(chain.from_iterable(prompts)), dtype=torch.long)
+    ends = lengths.cumsum(0)
+    seen = flat[ends - 1].unsqueeze(1).repeat(1, length)
+    rows = torch.repeat_interleave(torch.arange(len(prompts)), lengths)
+    columns = torch.arange(flat.numel()) - torch.repeat_interleave(ends - lengths, lengths)
+    seen[rows, columns] = flat
+    return seen
 
 
 class SlotEntry:

@@ -385,7 +385,7 @@ class Suite:
 
     def floor(self) -> None:
         from trainer_bridge.attention import STEP_ATTENTION
-        from trainer_bridge.kv_cache import length_bucket
+        from trainer_bridge.kv_cache import LENGTH_QUANTUM, length_bucket
 
         engine = self.generator.engine
         for rows, tokens in self.workloads:
@@ -403,9 +403,17 @@ class Suite:
                     f"{seconds / steps * 1000:.2f} ms a step, {rows * steps / seconds:,.0f} "
                     "tokens/s"
                 )
-        # Where a step's time goes: its kernels, launched one by one (a graph hides them).
+        # Where a step's time goes: what grows with the columns attended (the cache read), then
+        # its kernels, launched one by one (a graph hides them).
         rows, tokens = self.workloads[0]
         length = length_bucket(self.length(tokens))
+        for columns in sorted({LENGTH_QUANTUM, length // 2} - {length}):
+            engine.forward_floor(rows=rows, length=columns, steps=2)
+            seconds = engine.forward_floor(rows=rows, length=columns, steps=tokens)
+            self.report.line(
+                f"floor {rows} x {tokens} over {columns} columns (not {length}): "
+                f"{seconds / tokens * 1000:.2f} ms a step"
+            )
         if engine.use_graphs:
             seconds = engine.forward_floor(rows=rows, length=length, steps=tokens, graph=False)
             self.report.line(

@@ -32,7 +32,8 @@ def test_the_standalone_suite_runs_every_section_without_django(
     # The prefill against bare forwards of the same prompts, and where its time went.
     assert re.search(r"prefill 16 rows: [\d,]+ prompt tokens in 1 forwards, .* \([\d.]+x\)", out)
     assert "prefill 16 rows, profiled" in out and "aten::" in out
-    # A step's kernels, launched one by one.
+    # What of a step grows with the columns it attends, and its kernels, launched one by one.
+    assert re.search(r"floor 16 x 8 over 32 columns \(not 64\): [\d.]+ ms a step", out)
     floor = out[out.index("floor 16 rows, 3 forwards without a graph, profiled") :]
     assert "aten::mm" in floor[: floor.index("== mixed")]
     assert "hf-compiled 4 x 4:" in out and "first call (compilation included)" in out

@@ -310,6 +310,14 @@ PARLEY = {
         "QUEUED_RESEND_SECONDS": env.int("PARLEY_GENERATION_RESEND_SECONDS", default=120),
         # Models one worker process keeps loaded (least recently used evicted).
         "MAX_LOADED_MODELS": env.int("PARLEY_MAX_LOADED_MODELS", default=2),
+        # Models a worker serving the gpu queue loads and warms up (KV cache, CUDA graphs) as
+        # it starts, not on its first request: "" none, "recent" the most requested of the last
+        # week, or model version ids "12,15" (see trainer_bridge.preload).
+        "PRELOAD": env.str("PARLEY_GENERATION_PRELOAD", default=""),
+        # How long a preloading worker process may take to start before Celery gives up on it.
+        "PRELOAD_TIMEOUT_SECONDS": env.float(
+            "PARLEY_GENERATION_PRELOAD_TIMEOUT_SECONDS", default=900.0
+        ),
         # Top-p sorts only this many most likely tokens of each row (sorting the whole vocabulary
         # costs more than the model's forward pass); a row whose nucleus or top_k reaches past
         # them falls back to the full sort, so results stay exact.

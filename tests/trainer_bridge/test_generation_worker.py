@@ -76,3 +76,28 @@ def test_a_killed_workers_request_is_picked_up_again(start_celery_worker, queued
     request.refresh_from_db()
     assert request.attempts == 2
     assert request.outputs.count() == 3
+
+
+def test_a_worker_told_to_preload_loads_its_model_before_it_takes_a_task(
+    start_celery_worker, tiny_model_paths
+):
+    project = ProjectFactory(slug="gen-preload")
+    model = ModelVersionFactory(name="tiny-preloaded", source=str(tiny_model_paths.policy))
+    worker = start_celery_worker("preloading", PARLEY_GENERATION_PRELOAD=str(model.pk))
+    started = worker.log_path.read_text()
+    preloaded = started.index("Preloaded tiny-preloaded in ")
+    assert preloaded < started.index("ready.")
+    assert "warmed up for sessions of 2048 tokens" in started[preloaded:]
+
+    _, root = conversation_start(project=project, text="Which plants like shade?")
+    request = generation_request_create(
+        project=project,
+        context=root,
+        model_version=model,
+        purpose="draft",
+        n=1,
+        params={"max_new_tokens": 8, "temperature": 0.8, "seed": 3},
+    )
+    wait_for(lambda: _state(request.pk) == "done", timeout=90, message="request never finished")
+    # The request found the model loaded: it was loaded once, as the worker started.
+    assert worker.log_path.read_text().count("Loaded tiny-preloaded on cpu") == 1

@@ -530,15 +530,15 @@ class Suite:
                 if outcome.failed:
                     raise RuntimeError(f"rows failed: {outcome.failed[:3]}")
             seconds = time.perf_counter() - started
-            steps = session.draft_steps_per_bulk_step
-            timing = session.step_seconds
+            steps = session.sharing.draft_steps_per_bulk_step
+            timing = session.sharing.step_seconds
             detail = (
                 f"waiting to join (from when it was due to the end of the step it joined in) p50 "
                 f"{percentile(waits, 0.5) * 1000:.1f} ms, p95 {percentile(waits, 0.95) * 1000:.1f} "
                 f"ms; a draft-only step {timing['draft'] * 1000:.2f} ms, a step of the whole "
                 f"batch with its joining {timing['full'] * 1000:.2f} ms, its decoding alone "
                 f"{timing['decode'] * 1000:.2f} ms (moving averages); prefills at "
-                f"{session.prefill_rate:,.0f} prompt tokens/s; "
+                f"{session.sharing.prefill_rate:,.0f} prompt tokens/s; "
                 f"{session.splits} splits, row cap {session.row_cap:,} of {session.slots:,} "
                 f"slots, {session.joined:,} rows joined in {engine.prefills:,} prefills so far"
             )

@@ -6,18 +6,15 @@ prefilled into free slots, then they decode together with the rest. Every row ke
 sampling settings and random stream, so a seeded row gives the same tokens alone, batched, or
 joining a batch late.
 
-Drafts (a trainer is waiting) come before candidates: they join first, sit in the first slots,
-and while both kinds run, several steps decode the drafts alone for each step of the whole
-batch, so a draft's tokens come nearly as fast as on an idle worker. A draft arriving at a
-running batch joins alone and takes its first step at once. Meanwhile candidates join a slice
-at a time (about a step's worth of prefill), so a draft never waits behind one long prefill of
-many candidates.
+Drafts (a trainer is waiting) come before candidates: they join first and sit in the first
+slots; how the two kinds share the steps (drafts alone for several steps per step of the whole
+batch, a draft's first step at once, candidates joining a slice at a time) is decided by
+`StepSharing` (trainer_bridge.sharing) from what the session measures.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -25,20 +22,12 @@ from dataclasses import dataclass, field
 from trainer_bridge.decoding import GenerationOutOfMemory, Row, Sample
 from trainer_bridge.engine import DecodeEngine, SlotEntry
 from trainer_bridge.kv_cache import LENGTH_QUANTUM, length_bucket
+from trainer_bridge.sharing import DRAFT, FULL, StepSharing
 
 logger = logging.getLogger(__name__)
 
 # Candidates may not take the last 1/64 of the slots of a session: a draft always finds one.
 DRAFT_RESERVE_SHARE = 64
-# Most draft-only steps between two steps of the whole batch.
-MAX_DRAFT_STREAK = 64
-# While a trainer waits for a draft, candidates joining before one step of the whole batch
-# bring as many prompt tokens as the measured prefill rate encodes in one such step (or as
-# many as rows running, if more), so a draft never waits behind a prefill longer than a step;
-# until the session has measured both, this share of the prefill token budget.
-DRAFT_PREFILL_SHARE = 8
-# Weight of what came before in the moving averages of step times and the prefill rate.
-HISTORY = 0.8
 
 
 @dataclass
@@ -134,11 +123,7 @@ class DecodeSession:
         self._failed: set[Hashable] = set()
         self._outcome = StepOutcome()
         self._dirty = False
-        self._streak = 0
-        # Moving averages: a draft-only step, a step of the whole batch with its rows'
-        # joining ("full"), and the same step's decoding alone ("decode").
-        self._seconds = {"draft": 0.0, "full": 0.0, "decode": 0.0}
-        self._prefilled = [0.0, 0.0]  # decaying sums of prompt tokens prefilled and seconds
+        self.sharing = StepSharing(engine.settings)
         self._open = False
 
     # --- lifetime --------------------------------------------------------------------------------
@@ -164,26 +149,6 @@ class DecodeSession:
     def active(self) -> int:
         """Rows decoding now."""
         return self.engine.running
-
-    @property
-    def step_seconds(self) -> dict[str, float]:
-        """Moving averages in seconds (0 until measured) of a draft-only step ("draft"), of a
-        step of the whole batch with its rows' joining ("full"), and of that step's decoding
-        alone ("decode")."""
-        return dict(self._seconds)
-
-    @property
-    def prefill_rate(self) -> float:
-        """Prompt tokens a second the session's prefills have encoded (recent ones weigh
-        most); 0 until measured."""
-        tokens, seconds = self._prefilled
-        return tokens / seconds if seconds else 0.0
-
-    def _measured(self, name: str, seconds: float) -> None:
-        previous = self._seconds[name]
-        self._seconds[name] = (
-            seconds if not previous else HISTORY * previous + (1 - HISTORY) * seconds
-        )
 
     def busy(self) -> bool:
         return bool(self.pending) or self.active > 0
@@ -233,21 +198,22 @@ class DecodeSession:
         import torch
 
         with torch.inference_mode():
-            kind = self._next_kind()
+            engine = self.engine
+            kind = self.sharing.next_kind(
+                drafts=engine.running_drafts,
+                candidates=engine.running - engine.running_drafts,
+                draft_joins=self.active < self.row_cap and any(e.row.draft for e in self.pending),
+            )
             started = time.perf_counter()
             # Candidates join only before steps of the whole batch: their prefill would
             # otherwise hold up the drafts' own steps.
-            self._admit(candidates=kind == "full")
+            self._admit(candidates=kind == FULL)
             joined = time.perf_counter()
             if self.active:
                 kind = self._decode(kind)
-                done = time.perf_counter()
-                if kind == "full":
-                    self._measured("full", done - started)
-                    self._measured("decode", done - joined)
-                elif kind == "draft":
-                    # Without the drafts' joining, which a draft-only step seldom has.
-                    self._measured("draft", done - joined)
+                if kind is not None:
+                    done = time.perf_counter()
+                    self.sharing.stepped(kind, seconds=done - started, decoding=done - joined)
             elif self.pending:
                 # Nothing runs and nothing could join: waiting would wait forever.
                 for entry in list(self.pending):
@@ -277,7 +243,7 @@ class DecodeSession:
             room = min(free - len(joining), self.row_cap - self.reserve - active)
             admitted = waiting[: max(0, room)]
             if joining or self.engine.running_drafts:
-                admitted = self._prefill_slice(admitted)
+                admitted = self._slice(admitted)
             joining += admitted
         if joining:
             taken = {id(e) for e in joining}
@@ -298,18 +264,9 @@ class DecodeSession:
         if self._dirty:
             self._arrange([])
 
-    def _prefill_slice(self, waiting: list[_Entry]) -> list[_Entry]:
-        """The first of `waiting` whose prompts make one slice of prefill (at least one row):
-        about as long to encode as a step of the whole batch takes to decode."""
-        settings = self.engine.settings
-        rate, decode = self.prefill_rate, self._seconds["decode"]
-        if settings.draft_prefill_tokens:
-            tokens = settings.draft_prefill_tokens
-        elif rate and decode:
-            tokens = min(int(rate * decode), settings.prefill_tokens)
-        else:
-            tokens = settings.prefill_tokens // DRAFT_PREFILL_SHARE
-        budget = max(tokens, self.engine.running)
+    def _slice(self, waiting: list[_Entry]) -> list[_Entry]:
+        """The first of `waiting` whose prompts make one slice of prefill (at least one row)."""
+        budget = self.sharing.slice_tokens(running=self.engine.running)
         taken = 0
         for count, entry in enumerate(waiting):
             taken += len(entry.row.prompt_ids)
@@ -351,11 +308,10 @@ class DecodeSession:
         started = time.perf_counter()
         ended, failure, out_of_memory = self._attempt(prefill)
         if failure is None:
-            tokens, seconds = self._prefilled
-            self._prefilled = [
-                HISTORY * tokens + sum(len(e.row.prompt_ids) for e in group),
-                HISTORY * seconds + time.perf_counter() - started,
-            ]
+            self.sharing.prefilled(
+                tokens=sum(len(e.row.prompt_ids) for e in group),
+                seconds=time.perf_counter() - started,
+            )
             self.joined += len(group)
             self._outcome.joined += len(group)
             self._finish(ended)
@@ -447,32 +403,15 @@ class DecodeSession:
 
     # --- decoding --------------------------------------------------------------------------------
 
-    def _next_kind(self) -> str:
-        """ "draft" for a step of the drafts alone, "full" for one of the whole batch: while
-        both kinds run, `draft_steps_per_bulk_step` of the first for each of the second, and a
-        draft joining a running batch starts with a step of its own."""
-        engine = self.engine
-        candidates = engine.running > engine.running_drafts
-        if candidates and self.active < self.row_cap and any(e.row.draft for e in self.pending):
-            # A draft that can join does so alone and takes its first step at once, not with
-            # the candidates' joining and a step of the whole batch; the batch keeps its turn.
-            return "draft"
-        both = engine.running_drafts and candidates
-        if both and self._streak < self.draft_steps_per_bulk_step:
-            self._streak += 1
-            return "draft"
-        self._streak = 0
-        return "full"
-
     def _decode(self, kind: str) -> str | None:
         """One step (of the drafts alone, or of every row): the kind it was, None if it
         failed."""
         import torch
 
         engine = self.engine
-        rows = engine.running_drafts if kind == "draft" else engine.running
+        rows = engine.running_drafts if kind == DRAFT else engine.running
         if not rows:  # the drafts finished as they joined
-            kind, rows = "full", engine.running
+            kind, rows = FULL, engine.running
         ended, failure, out_of_memory = self._attempt(lambda: engine.step(rows))
         if failure is not None:
             if out_of_memory and engine.is_cuda:
@@ -484,18 +423,6 @@ class DecodeSession:
         self.steps += 1
         self._finish(ended)
         return kind
-
-    @property
-    def draft_steps_per_bulk_step(self) -> int:
-        """Draft-only steps per step of the whole batch: enough that a draft's tokens come at
-        least 2/3 as fast as alone, (k * draft + full) / (k + 1) <= 1.5 * draft."""
-        fixed = self.engine.settings.draft_steps_per_bulk_step
-        if fixed:
-            return fixed
-        draft, full = self._seconds["draft"], self._seconds["full"]
-        if not draft or not full:
-            return 1
-        return max(1, min(MAX_DRAFT_STREAK, math.ceil(2 * full / draft - 3)))
 
     def _step_failed(self, failure: BaseException, out_of_memory: bool, rows: int) -> None:
         """Halve what the failed step decoded: the later half goes back to wait (it starts

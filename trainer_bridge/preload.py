@@ -142,6 +142,9 @@ def preload(spec: str, *, device: str) -> list[Preloaded]:
     except PreloadError as exc:
         logger.error("%s Nothing was preloaded.", exc)
         return []
+    except Exception:  # the database away, say: the worker starts, and loads on first use
+        logger.exception("Could not tell which models to preload; nothing was preloaded.")
+        return []
     done: list[Preloaded] = []
     for target in targets:
         name = str(target.model_version)

@@ -119,3 +119,16 @@ def test_only_a_worker_that_generates_preloads(monkeypatch, mocker):
     on_worker_init(options={"queues": ["gpu"]}, conf=conf)
     on_worker_process_init()  # PRELOAD unset: nothing
     assert not ran.called
+
+
+def test_a_worker_starts_without_preloading_when_it_cannot_tell_what_to_load(mocker, caplog):
+    from django.db import OperationalError
+
+    mocker.patch.object(
+        preloading, "preload_targets", side_effect=OperationalError("server closed the connection")
+    )
+    assert preload("recent", device="cpu") == []
+    assert "nothing was preloaded" in caplog.text and "server closed the connection" in caplog.text
+    mocker.patch.object(preloading, "preload_targets", side_effect=PreloadError("no model 7."))
+    assert preload("7", device="cpu") == []
+    assert "no model 7. Nothing was preloaded." in caplog.text

@@ -21,16 +21,19 @@ pytestmark = pytest.mark.worker
 
 @pytest.fixture
 def queued_request(transactional_db, tiny_model_paths):
-    def make(text: str = "What should I cook tonight?") -> GenerationRequest:
+    def make(
+        text: str = "What should I cook tonight?", *, model=None, purpose: str = "candidates"
+    ) -> GenerationRequest:
         project = ProjectFactory(slug="gen-worker")
-        model = ModelVersionFactory(name="tiny-policy", source=str(tiny_model_paths.policy))
+        if model is None:
+            model = ModelVersionFactory(name="tiny-policy", source=str(tiny_model_paths.policy))
         _, root = conversation_start(project=project, text=text)
         return generation_request_create(
             project=project,
             context=root,
             model_version=model,
-            purpose="candidates",
-            n=3,
+            purpose=purpose,
+            n=1 if purpose == "draft" else 3,
             params={"max_new_tokens": 10, "temperature": 0.8, "seed": 3},
         )
 
@@ -79,9 +82,8 @@ def test_a_killed_workers_request_is_picked_up_again(start_celery_worker, queued
 
 
 def test_a_worker_told_to_preload_loads_its_model_before_it_takes_a_task(
-    start_celery_worker, tiny_model_paths
+    start_celery_worker, queued_request, tiny_model_paths
 ):
-    project = ProjectFactory(slug="gen-preload")
     model = ModelVersionFactory(name="tiny-preloaded", source=str(tiny_model_paths.policy))
     worker = start_celery_worker("preloading", PARLEY_GENERATION_PRELOAD=str(model.pk))
     started = worker.log_path.read_text()
@@ -89,15 +91,7 @@ def test_a_worker_told_to_preload_loads_its_model_before_it_takes_a_task(
     assert preloaded < started.index("ready.")
     assert "warmed up for sessions of 2048 tokens" in started[preloaded:]
 
-    _, root = conversation_start(project=project, text="Which plants like shade?")
-    request = generation_request_create(
-        project=project,
-        context=root,
-        model_version=model,
-        purpose="draft",
-        n=1,
-        params={"max_new_tokens": 8, "temperature": 0.8, "seed": 3},
-    )
+    request = queued_request("Which plants like shade?", model=model, purpose="draft")
     wait_for(lambda: _state(request.pk) == "done", timeout=90, message="request never finished")
     # The request found the model loaded: it was loaded once, as the worker started.
     assert worker.log_path.read_text().count("Loaded tiny-preloaded on cpu") == 1

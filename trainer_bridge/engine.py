@@ -52,8 +52,6 @@ class DecodeEngine:
         self.settings = settings or EngineSettings()
         self.is_cuda = self.device.startswith("cuda")
         self.lm = EngineModel(model, step_attention=self.settings.step_attention)
-        self.shape, self.vocab, self.dtype = self.lm.shape, self.lm.vocab, self.lm.dtype
-        self.max_length = self.lm.max_length
         free = torch.cuda.mem_get_info(torch.device(self.device))[0] if self.is_cuda else None
         self.plan = plan_cache(
             self.shape,
@@ -90,6 +88,24 @@ class DecodeEngine:
         self.graphs = StepGraphs(self.device, enabled=self.is_cuda and self.settings.cuda_graphs)
         self.steps = 0
         self.prefills = 0
+
+    @property
+    def shape(self):
+        """The model's KV cache shape (the `EngineModel`'s)."""
+        return self.lm.shape
+
+    @property
+    def vocab(self) -> int:
+        return self.lm.vocab
+
+    @property
+    def dtype(self):
+        return self.lm.dtype
+
+    @property
+    def max_length(self) -> int | None:
+        """The longest row the engine decodes exactly (a sliding window), None: no limit."""
+        return self.lm.max_length
 
     @property
     def width(self) -> int:

@@ -125,9 +125,7 @@ def _session_lengths(requests) -> list[int]:
         .values_list("prompt_tokens", "params__max_new_tokens")
         .distinct()
     )
-    return sorted(
-        {length_bucket(prompt + int(new)) for prompt, new in needed if isinstance(new, int)}
-    )
+    return sorted({length_bucket(prompt + new) for prompt, new in needed if isinstance(new, int)})
 
 
 def preload(spec: str, *, device: str) -> list[Preloaded]:

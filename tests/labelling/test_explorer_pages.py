@@ -33,8 +33,24 @@ def matches(project):
     for i in range(11):
         start(project, f"Prompt number {i}", source="prompt")
     start(project, "Something else entirely", source="prompt")
-    found = Conversation.objects.filter(project=project, messages__text__contains="number")
-    return list(found.order_by("-created_at", "-id").values_list("pk", flat=True))
+    return newest_first(
+        Conversation.objects.filter(project=project, messages__text__contains="number")
+    )
+
+
+def newest_first(rows) -> list[int]:
+    """The keys of `rows` in the explorer's order, newest first."""
+    return list(rows.order_by("-created_at", "-id").values_list("pk", flat=True))
+
+
+def searched_as_lead(client, project, lead, q: str):
+    """(the conversations list's url, its response to a search for `q` as the project's lead,
+    the queries that response made)."""
+    client.force_login(lead)
+    url = reverse("explore-conversations", args=[project.slug])
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, {"q": q})
+    return url, response, queries
 
 
 def heading(response) -> str:
@@ -67,10 +83,7 @@ def assert_every_match_once_in_order(pages: list[list[int]], matches: list[int])
 def test_a_search_dense_among_the_newest_rows_is_counted_to_the_cap_by_reading_them(
     client, project, lead, small_cap, matches
 ):
-    client.force_login(lead)
-    url = reverse("explore-conversations", args=[project.slug])
-    with CaptureQueriesContext(connection) as queries:
-        response = client.get(url, {"q": "number"})
+    url, response, queries = searched_as_lead(client, project, lead, "number")
     assert heading(response) == "5+ conversations"
     paginator = response.context["page"].paginator
     assert paginator.capped and paginator.count == CAP + 1
@@ -93,10 +106,7 @@ def test_a_search_rare_among_the_newest_rows_is_counted_to_the_cap_through_its_i
 ):
     for i in range(explorer_pages.DENSE * explorer_pages.FIRST_LOOK):  # none of the newest match
         start(project, f"Later prompt {i}", source="prompt")
-    client.force_login(lead)
-    url = reverse("explore-conversations", args=[project.slug])
-    with CaptureQueriesContext(connection) as queries:
-        response = client.get(url, {"q": "number"})
+    url, response, queries = searched_as_lead(client, project, lead, "number")
     assert heading(response) == "5+ conversations"
     paginator = response.context["page"].paginator
     assert paginator.capped and paginator.count == CAP + 1 and paginator.leading is None
@@ -110,15 +120,11 @@ def test_a_search_rare_among_the_newest_rows_is_counted_to_the_cap_through_its_i
 def test_an_unsearched_list_past_the_cap_is_counted_to_the_cap(client, project, lead, small_cap):
     for i in range(CAP + 3):
         start(project, f"Prompt {i}", source="prompt")
-    newest_first = list(
-        Conversation.objects.filter(project=project)
-        .order_by("-created_at", "-id")
-        .values_list("pk", flat=True)
-    )
+    newest = newest_first(Conversation.objects.filter(project=project))
     client.force_login(lead)
     url = reverse("explore-conversations", args=[project.slug])
     assert heading(client.get(url)) == "5+ conversations"
-    assert_every_match_once_in_order(read_every_page(client, url, "source=prompt"), newest_first)
+    assert_every_match_once_in_order(read_every_page(client, url, "source=prompt"), newest)
 
 
 def test_a_page_number_past_the_end_of_a_capped_list_is_its_last_page(
@@ -138,21 +144,17 @@ def test_a_page_number_past_the_end_of_a_capped_list_is_its_last_page(
 def test_the_sets_list_is_capped_the_same_way(client, project, lead, small_cap):
     for _ in range(explorer_pages.FIRST_LOOK + 2):
         make_ranking_set(project, k=2)
-    newest_first = list(
-        RankingSet.objects.filter(project=project)
-        .order_by("-created_at", "-id")
-        .values_list("pk", flat=True)
-    )
+    newest = newest_first(RankingSet.objects.filter(project=project))
     client.force_login(lead)
     url = reverse("explore-sets", args=[project.slug])
     first = client.get(url)
     assert heading(first) == "5+ ranking sets"
-    assert_every_match_once_in_order(read_every_page(client, url, "page=1"), newest_first)
+    assert_every_match_once_in_order(read_every_page(client, url, "page=1"), newest)
     # Searched: every set matches (each context is "Turn 1 (user)"), read newest first.
     searched = client.get(url, {"q": "turn"})
     assert heading(searched) == "5+ ranking sets"
-    assert searched.context["page"].paginator.leading == newest_first[: CAP + 1]
-    assert_every_match_once_in_order(read_every_page(client, url, "q=turn"), newest_first)
+    assert searched.context["page"].paginator.leading == newest[: CAP + 1]
+    assert_every_match_once_in_order(read_every_page(client, url, "q=turn"), newest)
 
 
 @pytest.mark.parametrize("number", ["9" * 30, "-3", "0", "2.5", "abc", ""])
